@@ -1,0 +1,44 @@
+/** Types shared by the policy compiler, the matcher and their callers. No I/O here. */
+
+export type Proto = 'tcp' | 'udp'
+
+export interface PortSpec {
+  readonly port: number
+  readonly proto: Proto
+}
+
+export type Action = 'allow' | 'deny'
+
+/** One configuration entry before expansion, as the compiler receives it. */
+export interface PolicyEntry {
+  readonly action: Action
+  /** The pattern as written: `{0..3}.resinio.pool.ntp.org`, `*.Example.COM.`, `bücher.de`. */
+  readonly entry: string
+  /** Ports for the firewall sink; `[443/tcp]` when the entry named none. */
+  readonly ports: readonly PortSpec[]
+  /** Where it was written, for explanations: `egressd.yaml:12:5` or `preset dt-cloud-connector (…:7:5)`. */
+  readonly source: string
+}
+
+/**
+ * One expanded, normalized rule: what a lookup returns. Rules are allocated once at
+ * compile time; a lookup hands back a reference, never a new object.
+ */
+export interface Rule {
+  /** Index in `Policy.rules`. */
+  readonly id: number
+  readonly action: Action
+  /** Normalized pattern that matched: lowercase, punycode, no trailing dot; `*.example.com` for wildcards. */
+  readonly pattern: string
+  readonly wildcard: boolean
+  /** The entry as written, before brace expansion. */
+  readonly entry: string
+  readonly ports: readonly PortSpec[]
+  readonly source: string
+}
+
+export const DEFAULT_PORTS: readonly PortSpec[] = Object.freeze([Object.freeze({ port: 443, proto: 'tcp' as const })])
+
+export function formatPort(p: PortSpec): string {
+  return `${p.port}/${p.proto}`
+}
