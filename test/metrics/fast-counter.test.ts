@@ -1,6 +1,6 @@
 import t from 'tap'
 import { Registry } from 'prom-client'
-import { FastCounter } from '../src/metrics/fast-counter.js'
+import { FastCounter } from '../../src/metrics/fast-counter.js'
 t.test('fast counter exposes counter type', async (t) => {
   const r = new Registry()
   const c = new FastCounter(r, 'egressd_x_total', 'x', 'verdict', ['a', 'b'] as const)
