@@ -1,0 +1,188 @@
+import type { DnsConfig } from '../config/types.js'
+import { EgressdError } from '../errors.js'
+import { DnsCache, type StoredAnswer } from './cache.js'
+import type { DnsMetrics } from './metrics.js'
+import { isPrivateAddress } from './private-address.js'
+import { UpstreamClient } from './upstream.js'
+import {
+  buildQuery,
+  buildUpstreamQuery,
+  encodeName,
+  extractChain,
+  parseQuery,
+  PARSE_OK,
+  QueryInfo,
+  RCODE_NOERROR,
+  RCODE_NXDOMAIN,
+  readTtls,
+  scanAnswer,
+  stripOpt,
+  TYPE_A,
+  TYPE_AAAA,
+  type AnswerAddress,
+} from './wire.js'
+
+export interface ResolvedAddresses {
+  v4: string[]
+  v6: string[]
+  ttl: number
+}
+
+const MAX_CNAME_HOPS = 8
+
+/**
+ * The one resolver core: cache, then upstream, with identical concurrent misses
+ * sharing one upstream exchange. The DNS server answers clients from what `cached`
+ * and `fetch` return; the SNI proxy calls `lookup`. Policy and rebinding are the
+ * callers' business: this only resolves.
+ */
+export class Resolver {
+  readonly cache: DnsCache
+  private readonly upstream: UpstreamClient
+  private readonly inflight = new Map<string, Promise<StoredAnswer>>()
+  private settings: DnsConfig
+  private pendingCount = 0
+
+  constructor(
+    settings: DnsConfig,
+    private readonly metrics: DnsMetrics,
+    readonly now: () => number = Date.now,
+  ) {
+    this.settings = settings
+    this.cache = new DnsCache(settings.cache, now)
+    this.upstream = new UpstreamClient(settings.upstreams, settings.upstreamTimeoutMs, metrics)
+  }
+
+  /** Reload: new upstreams, timeouts, TTL bounds and cache limits; flights in progress finish as they were. */
+  configure(settings: DnsConfig): void {
+    this.settings = settings
+    this.upstream.configure(settings.upstreams, settings.upstreamTimeoutMs)
+    this.cache.resize(settings.cache)
+  }
+
+  get pending(): number {
+    return this.pendingCount
+  }
+
+  /**
+   * The stored answer for a miss: joins an identical flight in progress or starts one
+   * (over TCP when the client asked over TCP). Rejects with an EgressdError:
+   * EOVERLOAD when maxPendingUpstream exchanges are already outstanding (nothing sent),
+   * ETIMEOUT, ERESOLVE, EMALFORMED.
+   */
+  fetch(key: string, q: Uint8Array, info: QueryInfo, viaTcp: boolean): Promise<StoredAnswer> {
+    const flightKey = viaTcp ? key + 'T' : key
+    const flying = this.inflight.get(flightKey)
+    if (flying !== undefined) return flying
+    if (this.pendingCount >= this.settings.maxPendingUpstream) {
+      return Promise.reject(new EgressdError('EOVERLOAD', `${this.pendingCount} upstream queries outstanding`))
+    }
+    const query = buildUpstreamQuery(q, info, 0)
+    const questionEnd = info.questionEnd
+    this.pendingCount++
+    const flight = this.upstream
+      .exchange(query, questionEnd, viaTcp)
+      .then((answer) => this.store(key, answer))
+      .finally(() => {
+        this.pendingCount--
+        this.inflight.delete(flightKey)
+      })
+    this.inflight.set(flightKey, flight)
+    return flight
+  }
+
+  private store(key: string, answer: Buffer): StoredAnswer {
+    const scan = scanAnswer(answer, answer.length)
+    if (scan === null) {
+      this.metrics.upstreamErrors.incLabel('malformed')
+      throw new EgressdError('EMALFORMED', 'upstream answer is malformed')
+    }
+    const wire = stripOpt(answer, scan)
+    const c = this.settings.cache
+    let lifetime = 0
+    if (scan.rcode === RCODE_NOERROR && scan.anCount > 0) {
+      lifetime = Math.min(Math.max(scan.minTtl, c.minTtl), c.maxTtl)
+    } else if (scan.rcode === RCODE_NXDOMAIN || scan.rcode === RCODE_NOERROR) {
+      // RFC 2308 §5: negative answers live min(SOA TTL, SOA MINIMUM); no SOA, no caching.
+      lifetime = scan.negativeTtl < 0 ? 0 : Math.min(scan.negativeTtl, c.negativeMaxTtl)
+    }
+    let hasPrivate = false
+    for (const off of scan.addressOffsets) {
+      // answer[off - 1] is the low byte of RDLENGTH: 4 (A) or 16 (AAAA).
+      if (isPrivateAddress(answer, off, answer[off - 1] === 16 ? 16 : 4)) hasPrivate = true
+    }
+    const entry: StoredAnswer = {
+      wire,
+      ttlOffsets: Uint16Array.from(scan.ttlOffsets),
+      ttls: readTtls(answer, scan.ttlOffsets),
+      rcode: scan.rcode,
+      storedAt: this.now(),
+      lifetime,
+      hasPrivate,
+      addresses: null,
+      refreshed: false,
+      sink: null,
+    }
+    this.cache.set(key, entry)
+    return entry
+  }
+
+  /** A/AAAA after CNAMEs of a stored answer, with TTLs as stored (not aged); computed once. */
+  static addressesOf(entry: StoredAnswer): readonly AnswerAddress[] {
+    if (entry.addresses === null) entry.addresses = extractChain(entry.wire, entry.wire.length, MAX_CNAME_HOPS)?.addresses ?? []
+    return entry.addresses
+  }
+
+  /**
+   * A and AAAA of `name` through the same cache and upstreams, CNAME chains followed
+   * inside answers and re-queried when a chain ends without addresses (at most 8 hops).
+   * No rebinding check: the SNI proxy applies its own private-destination rule.
+   */
+  async lookup(name: string): Promise<ResolvedAddresses> {
+    let wireName = encodeName(name.toLowerCase())
+    if (wireName === null) throw new EgressdError('EBADNAME', `not a valid DNS name: ${JSON.stringify(name)}`)
+    const seen = new Set<string>()
+    for (let hop = 0; hop <= MAX_CNAME_HOPS; hop++) {
+      const [a, aaaa] = await Promise.allSettled([this.resolveType(wireName, TYPE_A), this.resolveType(wireName, TYPE_AAAA)])
+      if (a.status === 'rejected' && aaaa.status === 'rejected') throw a.reason
+      const out: ResolvedAddresses = { v4: [], v6: [], ttl: Number.MAX_SAFE_INTEGER }
+      let nxdomain = false
+      let target: string | null = null
+      for (const [family, r] of [[4, a], [6, aaaa]] as const) {
+        if (r.status !== 'fulfilled') continue
+        const { entry, elapsed } = r.value
+        if (entry.rcode === RCODE_NXDOMAIN) nxdomain = true
+        const chain = extractChain(entry.wire, entry.wire.length, MAX_CNAME_HOPS)
+        if (chain === null) continue
+        for (const addr of chain.addresses) {
+          if (addr.family !== family) continue // only what was asked: A from the A answer, AAAA from the AAAA one
+          ;(family === 4 ? out.v4 : out.v6).push(addr.address)
+          out.ttl = Math.min(out.ttl, Math.max(0, addr.ttl - elapsed))
+        }
+        target ??= chain.target
+      }
+      if (out.v4.length + out.v6.length > 0) return out
+      if (nxdomain) throw new EgressdError('ENXDOMAIN', `${name}: no such name`)
+      const current = wireName
+      const next = target === null ? null : encodeName(target)
+      if (next === null || next.equals(current) || seen.has(target!)) break
+      seen.add(target!)
+      wireName = next
+    }
+    throw new EgressdError('ERESOLVE', `${name}: no A or AAAA records`)
+  }
+
+  private async resolveType(name: Buffer, type: number): Promise<{ entry: StoredAnswer; elapsed: number }> {
+    const q = buildQuery(name, type, 0)
+    const info = new QueryInfo()
+    if (parseQuery(q, q.length, info) !== PARSE_OK) throw new EgressdError('EBADNAME', 'cannot build a query for this name')
+    const key = this.cache.key(q, info)
+    let entry = this.cache.get(key)
+    if (entry !== undefined) this.metrics.cacheHits.inc(0)
+    else {
+      this.metrics.cacheMisses.inc(0)
+      entry = await this.fetch(key, q, info, false)
+    }
+    return { entry, elapsed: Math.floor((this.now() - entry.storedAt) / 1000) }
+  }
+}

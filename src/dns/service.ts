@@ -1,0 +1,80 @@
+import type { AddressInfo } from 'node:net'
+import type { Registry } from 'prom-client'
+import type { Config } from '../config/types.js'
+import type { Logger } from '../log/logger.js'
+import type { BlockedNames } from '../metrics/blocked-names.js'
+import type { Policy } from '../policy/match.js'
+import type { Rule } from '../policy/types.js'
+import { QueryHandler } from './handler.js'
+import { DnsMetrics } from './metrics.js'
+import { Resolver } from './resolver.js'
+import { DnsServer } from './server.js'
+
+export { Resolver, type ResolvedAddresses } from './resolver.js'
+
+export interface DnsDeps {
+  log: Logger
+  /** The service registers its metrics here (see metrics.ts). */
+  registry: Registry
+  /** `blocked.record('dns', name)` per blocked query. */
+  blocked: BlockedNames
+  /**
+   * Optional firewall sink: called for every allowed answer with its A/AAAA addresses
+   * (after CNAMEs) and the deciding rule; the answer is sent only after the returned
+   * promise settles (a rejection is logged and counted, the answer still goes out).
+   * Also called once per cache entry on a hit in the second half of its lifetime.
+   */
+  onAllowedAnswer?: (name: string, rule: Rule, addresses: readonly { address: string; family: 4 | 6; ttl: number }[]) => Promise<void> | void
+  /** Clock for cache ages and TTLs (ms); tests inject one. */
+  now?: () => number
+}
+
+/**
+ * The DNS service: server (sockets) + handler (decisions) + resolver core (cache and
+ * upstreams), wired from one Config. `update` swaps everything but the listeners.
+ */
+export class DnsService {
+  readonly resolver: Resolver
+  readonly metrics: DnsMetrics
+  private readonly handler: QueryHandler
+  private readonly server: DnsServer
+
+  constructor(config: Config, policy: Policy, deps: DnsDeps) {
+    let server: DnsServer | null = null
+    let resolver: Resolver | null = null
+    this.metrics = new DnsMetrics(deps.registry, {
+      cacheEntries: () => resolver?.cache.size ?? 0,
+      cacheBytes: () => resolver?.cache.bytes ?? 0,
+      pendingUpstream: () => resolver?.pending ?? 0,
+      tcpConnections: () => server?.tcpConnections ?? 0,
+    })
+    resolver = this.resolver = new Resolver(config.dns, this.metrics, deps.now)
+    this.handler = new QueryHandler(config, policy, this.resolver, this.metrics, deps.log, deps.blocked, deps.onAllowedAnswer)
+    server = this.server = new DnsServer(config.dns.listen, this.handler, this.metrics, deps.log, config.dns)
+  }
+
+  get boundAddresses(): { udp: AddressInfo[]; tcp: AddressInfo[] } {
+    return this.server.boundAddresses
+  }
+
+  /** Binds UDP and TCP on every `dns.listen` address; rejects (and closes what it bound) if any fails. */
+  start(): Promise<void> {
+    return this.server.start()
+  }
+
+  /** Reload: policy, ACL, rate limits, upstreams, cache limits; queries in flight finish as they began. */
+  update(config: Config, policy: Policy): void {
+    this.resolver.configure(config.dns)
+    this.handler.update(config, policy)
+    this.server.limits = config.dns
+  }
+
+  /** Log lines held back by the per-event limiters since the last call. */
+  takeSuppressedLogLines(): number {
+    return this.handler.takeSuppressed()
+  }
+
+  stop(): Promise<void> {
+    return this.server.stop()
+  }
+}

@@ -1,0 +1,202 @@
+import dgram from 'node:dgram'
+import net from 'node:net'
+import { randomFillSync } from 'node:crypto'
+import type { HostPort } from '../config/types.js'
+import { EgressdError } from '../errors.js'
+import type { DnsMetrics, UpstreamError } from './metrics.js'
+import { parseIpInto } from './private-address.js'
+import { answerMatches, formatIp, HEADER_LEN, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL } from './wire.js'
+
+/** One failed try; `reason` is the `egressd_dns_upstream_errors_total` label. */
+export class UpstreamFailure extends EgressdError {
+  constructor(
+    readonly reason: UpstreamError,
+    message: string,
+  ) {
+    super(reason === 'timeout' ? 'ETIMEOUT' : 'EUPSTREAM', message)
+  }
+}
+
+interface Target {
+  readonly host: string
+  /** Canonical text, as Node reports a datagram's source address. */
+  readonly canonical: string
+  readonly port: number
+  readonly family: 4 | 6
+}
+
+/**
+ * Crypto-random 16-bit IDs from a pre-filled pool: randomFillSync per query measured
+ * as a syscall-sized cost, a pool refill every 2048 IDs is not.
+ */
+class IdPool {
+  private readonly pool = new Uint16Array(2048)
+  private next = this.pool.length
+
+  take(): number {
+    if (this.next === this.pool.length) {
+      randomFillSync(this.pool)
+      this.next = 0
+    }
+    return this.pool[this.next++]!
+  }
+}
+
+const MAX_TCP_MESSAGE = 65_535
+
+/**
+ * Forwards one query to the configured upstreams, in order, until one answers.
+ * Hand-written on dgram/net (DEPENDENCIES.md: dns2's client has a 10 s timeout, no
+ * retries and no TCP timeout, and its codec must never re-encode a relayed answer).
+ *
+ * Each UDP try uses a new socket on a kernel-chosen (randomized) source port and a
+ * fresh crypto-random ID; a datagram is accepted only from the queried address and
+ * port, with our ID and our question; anything else is counted and ignored while the
+ * try keeps waiting (so a spoofed datagram cannot end the wait early). A TC answer
+ * is retried over TCP to the same upstream. No socket pooling: per-query sockets keep
+ * the source port unpredictable and cost well under the round trip they wrap.
+ */
+export class UpstreamClient {
+  private targets: Target[] = []
+  private timeoutMs = 2000
+  private readonly ids = new IdPool()
+
+  constructor(
+    upstreams: readonly HostPort[],
+    timeoutMs: number,
+    private readonly metrics: DnsMetrics,
+  ) {
+    this.configure(upstreams, timeoutMs)
+  }
+
+  configure(upstreams: readonly HostPort[], timeoutMs: number): void {
+    const bytes = new Uint8Array(16)
+    this.targets = upstreams.map((u) => {
+      const n = parseIpInto(u.host, bytes)
+      const canonical = n === 0 ? u.host : formatIp(bytes, 0, n)
+      return { host: u.host, canonical, port: u.port, family: u.family }
+    })
+    this.timeoutMs = timeoutMs
+  }
+
+  /**
+   * Sends `query` (its ID bytes are overwritten per try) and returns the first
+   * acceptable answer with RCODE NOERROR or NXDOMAIN. Rejects with an EgressdError:
+   * ETIMEOUT when every try timed out, EUPSTREAM otherwise.
+   */
+  async exchange(query: Buffer, questionEnd: number, viaTcp: boolean): Promise<Buffer> {
+    let last: UpstreamFailure | null = null
+    let allTimeouts = true
+    for (const target of this.targets) {
+      const id = this.ids.take()
+      query[0] = id >> 8
+      query[1] = id & 0xff
+      try {
+        const started = performance.now()
+        let transport = viaTcp ? 'tcp' : 'udp'
+        let answer = viaTcp ? await this.tcpTry(target, query, questionEnd) : await this.udpTry(target, query, questionEnd)
+        if (!viaTcp && (answer[2]! & 0x02) !== 0) {
+          this.metrics.upstreamErrors.incLabel('truncated')
+          transport = 'tcp'
+          answer = await this.tcpTry(target, query, questionEnd)
+        }
+        const rcode = answer[3]! & 0x0f
+        if (rcode !== RCODE_NOERROR && rcode !== RCODE_NXDOMAIN) {
+          throw new UpstreamFailure(
+            rcode === RCODE_SERVFAIL ? 'servfail' : rcode === RCODE_REFUSED ? 'refused' : 'rcode',
+            `upstream ${target.host}:${target.port} answered RCODE ${rcode}`,
+          )
+        }
+        this.metrics.upstreamDuration.observe({ transport }, (performance.now() - started) / 1000)
+        return answer
+      } catch (err) {
+        const failure =
+          err instanceof UpstreamFailure ? err : new UpstreamFailure('network', `upstream ${target.host}:${target.port}: ${(err as Error).message}`)
+        this.metrics.upstreamErrors.incLabel(failure.reason)
+        if (failure.reason !== 'timeout') allTimeouts = false
+        last = failure
+      }
+    }
+    if (last === null) throw new EgressdError('ERESOLVE', 'no upstream resolvers configured')
+    if (allTimeouts) throw new EgressdError('ETIMEOUT', `every upstream timed out (${this.timeoutMs} ms each)`)
+    throw new EgressdError('ERESOLVE', last.message)
+  }
+
+  private udpTry(target: Target, query: Buffer, questionEnd: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const sock = dgram.createSocket(target.family === 6 ? 'udp6' : 'udp4')
+      let done = false
+      const finish = (err: Error | null, answer?: Buffer) => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        sock.close()
+        if (err !== null) reject(err)
+        else resolve(answer!)
+      }
+      const timer = setTimeout(() => finish(new UpstreamFailure('timeout', `upstream ${target.host}:${target.port} timed out`)), this.timeoutMs)
+      sock.on('error', (err) => finish(new UpstreamFailure('network', `upstream ${target.host}:${target.port}: ${err.message}`)))
+      sock.on('message', (msg, rinfo) => {
+        if (rinfo.port !== target.port || rinfo.address !== target.canonical) {
+          this.metrics.upstreamIgnored.incLabel('source')
+          return
+        }
+        if (msg.length < HEADER_LEN || msg[0] !== query[0] || msg[1] !== query[1]) {
+          this.metrics.upstreamIgnored.incLabel('id')
+          return
+        }
+        if (!answerMatches(msg, msg.length, query, questionEnd)) {
+          this.metrics.upstreamIgnored.incLabel('question')
+          return
+        }
+        finish(null, msg)
+      })
+      sock.send(query, target.port, target.host, (err) => {
+        if (err) finish(new UpstreamFailure('network', `upstream ${target.host}:${target.port}: ${err.message}`))
+      })
+    })
+  }
+
+  private tcpTry(target: Target, query: Buffer, questionEnd: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ host: target.host, port: target.port })
+      const chunks: Buffer[] = []
+      let have = 0
+      let done = false
+      const finish = (err: Error | null, answer?: Buffer) => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        sock.destroy()
+        if (err !== null) reject(err)
+        else resolve(answer!)
+      }
+      const where = `upstream ${target.host}:${target.port} (tcp)`
+      const timer = setTimeout(() => finish(new UpstreamFailure('timeout', `${where} timed out`)), this.timeoutMs)
+      sock.on('error', (err) => finish(new UpstreamFailure('tcp', `${where}: ${err.message}`)))
+      sock.on('end', () => finish(new UpstreamFailure('tcp', `${where} closed before answering`)))
+      sock.on('connect', () => {
+        const len = Buffer.allocUnsafe(2)
+        len.writeUInt16BE(query.length, 0)
+        sock.write(Buffer.concat([len, query]))
+      })
+      sock.on('data', (chunk) => {
+        chunks.push(chunk)
+        have += chunk.length
+        if (have > MAX_TCP_MESSAGE + 2) return finish(new UpstreamFailure('tcp', `${where} sent more than one message`))
+        if (have < 2) return
+        const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)
+        chunks.length = 0
+        chunks.push(all)
+        const need = all.readUInt16BE(0)
+        if (have < need + 2) return
+        const answer = all.subarray(2, 2 + need)
+        if (!answerMatches(answer, answer.length, query, questionEnd)) {
+          this.metrics.upstreamIgnored.incLabel('question')
+          return finish(new UpstreamFailure('mismatch', `${where} answered another question or ID`))
+        }
+        finish(null, Buffer.from(answer))
+      })
+    })
+  }
+}
