@@ -1,0 +1,437 @@
+/**
+ * The SNI proxy: owns the listening sockets, the per-connection state machine, timers,
+ * counters and log lines. The ClientHello itself is read by the pure ClientHelloReader.
+ *
+ *   hello ──(name allowed)──▶ dial ──(connected)──▶ splice
+ *     │ blocked, malformed, timeout      │ resolve/connect failure
+ *     ▼                                  ▼
+ *   reset (or a TLS alert)             reset
+ *
+ * Every connection is counted once in `egressd_sni_connections_total{verdict}`. The
+ * address the client dialled is never looked at: the upstream is whatever the allowed
+ * name resolves to, so an allowed name cannot be used to reach another address.
+ */
+import net, { type AddressInfo } from 'node:net'
+import { performance } from 'node:perf_hooks'
+import type { Registry } from 'prom-client'
+import type { Config } from '../config/types.js'
+import type { Logger } from '../log/logger.js'
+import { LogLimiter } from '../log/log-limiter.js'
+import type { BlockedNames } from '../metrics/blocked-names.js'
+import type { Rule } from '../policy/types.js'
+import { isPrivateIp } from '../dns/private-address.js'
+import { ClientHelloReader, type HelloReason } from './client-hello.js'
+import { Dialer, interleave, KEEPALIVE_DELAY_MS } from './dial.js'
+import { helloOutcome, SniMetrics, type UpstreamError, type Verdict } from './metrics.js'
+
+/** What the proxy needs of a compiled policy (src/policy/match.ts's Policy has it). */
+export interface SniPolicy {
+  match(name: string): Rule | null
+}
+
+export interface SniResolver {
+  lookup(name: string): Promise<{ v4: string[]; v6: string[]; ttl: number }>
+}
+
+export interface SniDeps {
+  log: Logger
+  registry: Registry
+  blocked: BlockedNames
+  resolver: SniResolver
+  /** Shared with the DNS server if the daemon wants one budget; 100 lines/s of our own otherwise. */
+  logLimiter?: LogLimiter
+}
+
+const RECORD_HEADER = 5
+/** Initial hello buffer; grown by doubling up to maxClientHelloBytes + 5. Most hellos fit. */
+const INITIAL_HELLO_BUFFER = 1024
+/** After a TLS alert, how long the client gets to close before its socket is destroyed. */
+const ALERT_LINGER_MS = 1000
+
+const ALERT_UNRECOGNIZED_NAME = 112
+const ALERT_ACCESS_DENIED = 49
+const ALERT_DECODE_ERROR = 50
+
+const PHASE_HELLO = 0
+const PHASE_DIAL = 1
+const PHASE_SPLICE = 2
+const PHASE_DONE = 3
+
+export class SniProxy {
+  readonly metrics: SniMetrics
+  readonly logLimiter: LogLimiter
+  /** @internal read by connections */
+  config: Config
+  /** @internal read by connections */
+  policy: SniPolicy
+  /** @internal */
+  readonly deps: SniDeps
+  /** @internal */
+  readonly connections = new Set<Connection>()
+  private readonly servers: net.Server[] = []
+  private stopping = false
+  private drained: (() => void) | null = null
+
+  constructor(config: Config, policy: SniPolicy, deps: SniDeps) {
+    this.config = config
+    this.policy = policy
+    this.deps = deps
+    this.logLimiter = deps.logLimiter ?? new LogLimiter(100)
+    this.metrics = new SniMetrics(deps.registry, () => this.connections.size)
+  }
+
+  get boundAddresses(): AddressInfo[] {
+    return this.servers.map((s) => s.address() as AddressInfo)
+  }
+
+  /** Listens on every `sni.listen`; if one fails, closes the others and rejects. */
+  async start(): Promise<void> {
+    const listen = this.config.sni.listen
+    try {
+      for (const hp of listen) {
+        const server = net.createServer(
+          { allowHalfOpen: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_DELAY_MS },
+          (socket) => this.accept(socket),
+        )
+        // `[::]` beside `0.0.0.0` on the same port would collide unless v6-only.
+        const ipv6Only = hp.family === 6 && listen.some((o) => o.family === 4 && o.port === hp.port)
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject)
+          server.listen({ host: hp.host, port: hp.port, ipv6Only }, () => {
+            server.removeListener('error', reject)
+            resolve()
+          })
+        })
+        server.on('error', (err) => this.deps.log.error({ err, protocol: 'sni' }, 'listener error'))
+        this.servers.push(server)
+      }
+    } catch (err) {
+      await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))))
+      this.servers.length = 0
+      throw err
+    }
+  }
+
+  /** Reload: new policy and limits for new verdicts; listeners and open connections stay. */
+  update(config: Config, policy: SniPolicy): void {
+    this.config = config
+    this.policy = policy
+  }
+
+  /**
+   * Stops accepting, resets connections that are not spliced yet, gives spliced ones
+   * `graceMs` to finish, then destroys what is left.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true
+    const closed = Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))))
+    for (const c of [...this.connections]) if (c.phase !== PHASE_SPLICE) c.abort()
+    if (this.connections.size > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        new Promise<void>((resolve) => (this.drained = resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
+      ])
+      clearTimeout(timer)
+      for (const c of [...this.connections]) c.abort()
+    }
+    await closed
+  }
+
+  /** @internal */
+  released(c: Connection): void {
+    this.connections.delete(c)
+    if (this.connections.size === 0 && this.drained !== null) this.drained()
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.stopping || this.connections.size >= this.config.sni.maxConnections) {
+      this.metrics.connections.inc(this.metrics.connections.slot('overload'))
+      socket.on('error', noop)
+      socket.resetAndDestroy()
+      return
+    }
+    const c = new Connection(this, socket)
+    this.connections.add(c)
+  }
+}
+
+/** One client connection through its phases. Only SniProxy creates these. */
+class Connection {
+  phase = PHASE_HELLO
+  private readonly reader: ClientHelloReader
+  private buf: Buffer | null = null
+  private length = 0
+  /** The part of a chunk that did not fit in `buf`: forwarded, never parsed. */
+  private overflow: Buffer | null = null
+  private timer: NodeJS.Timeout | null
+  private name: string | null = null
+  private dialer: Dialer | null = null
+  private upstream: net.Socket | null = null
+  private dialStart = 0
+  private readonly onHelloData = (chunk: Buffer): void => this.helloData(chunk)
+  private readonly onHelloEnd = (): void => this.reject('incomplete', null)
+
+  constructor(
+    private readonly proxy: SniProxy,
+    private readonly client: net.Socket,
+  ) {
+    const sni = proxy.config.sni
+    this.reader = new ClientHelloReader(sni.maxClientHelloBytes)
+    this.timer = setTimeout(() => this.reject('timeout', null), sni.handshakeTimeoutMs)
+    client.on('data', this.onHelloData)
+    client.on('end', this.onHelloEnd)
+    client.on('error', (err) => this.clientError(err))
+    client.on('close', () => this.closed())
+  }
+
+  /** Resets both sockets at once, counting the verdict if none was given yet (stop). */
+  abort(): void {
+    if (this.phase === PHASE_HELLO) {
+      this.count('malformed')
+      this.proxy.metrics.hello.incLabel('incomplete')
+    } else if (this.phase === PHASE_DIAL) {
+      this.count('allowed')
+    }
+    this.phase = PHASE_DONE
+    this.upstream?.resetAndDestroy()
+    this.client.resetAndDestroy()
+  }
+
+  private helloData(chunk: Buffer): void {
+    const cap = this.reader.maxBytes + RECORD_HEADER
+    let result
+    if (this.buf === null) {
+      // First chunk: parse it in place; most hellos arrive whole in one segment.
+      result = this.reader.read(chunk, chunk.length)
+      if (result.kind === 'continue') {
+        // A chunk of `cap` bytes or more always yields a verdict (ClientHelloReader's bound).
+        this.buf = Buffer.allocUnsafe(Math.min(cap, Math.max(INITIAL_HELLO_BUFFER, chunk.length * 2)))
+        chunk.copy(this.buf, 0)
+        this.length = chunk.length
+        return
+      }
+      this.buf = chunk
+      this.length = chunk.length
+    } else {
+      const room = cap - this.length
+      const take = Math.min(room, chunk.length)
+      if (this.length + take > this.buf.length) {
+        const grown = Buffer.allocUnsafe(Math.min(cap, Math.max(this.buf.length * 2, this.length + take)))
+        this.buf.copy(grown, 0, 0, this.length)
+        this.buf = grown
+      }
+      chunk.copy(this.buf, this.length, 0, take)
+      this.length += take
+      if (take < chunk.length) this.overflow = chunk.subarray(take)
+      result = this.reader.read(this.buf, this.length)
+      if (result.kind === 'continue') return
+    }
+    this.client.removeListener('data', this.onHelloData)
+    this.client.removeListener('end', this.onHelloEnd)
+    this.client.pause()
+    this.clearTimer()
+    if (result.kind === 'error') {
+      this.reject(result.reason, result.name)
+      return
+    }
+    const metrics = this.proxy.metrics
+    metrics.hello.incLabel('sni_found')
+    const name = result.serverName
+    this.name = name
+    const rule = this.proxy.policy.match(name)
+    if (rule === null || rule.action !== 'allow') {
+      this.proxy.deps.blocked.record('sni', name)
+      this.count('blocked')
+      this.logBlocked('blocked', name, rule, 'policy')
+      this.refuse(ALERT_ACCESS_DENIED)
+      return
+    }
+    const log = this.proxy.deps.log
+    if (log.isLevelEnabled('debug')) {
+      log.debug({ protocol: 'sni', client: this.client.remoteAddress, name, rule: rule.entry, ech: result.ech }, 'allowed')
+    }
+    this.phase = PHASE_DIAL
+    this.dialStart = performance.now()
+    // The resolver has its own upstream timeouts; this bounds the wait even if it never settles.
+    this.timer = setTimeout(() => this.upstreamFailed('resolve'), this.proxy.config.sni.connectTimeoutMs)
+    this.proxy.deps.resolver.lookup(name).then(
+      (addresses) => this.resolved(addresses.v6, addresses.v4),
+      () => this.upstreamFailed('resolve'),
+    )
+  }
+
+  private reject(reason: HelloReason | 'timeout' | 'incomplete', name: string | null): void {
+    if (this.phase !== PHASE_HELLO) return
+    this.clearTimer()
+    this.proxy.metrics.hello.incLabel(reason === 'timeout' || reason === 'incomplete' ? reason : helloOutcome(reason))
+    const verdict: Verdict =
+      reason === 'timeout' ? 'timeout' : reason === 'ip_literal' || reason === 'bad_name' ? 'blocked' : 'malformed'
+    if (verdict === 'blocked') this.proxy.deps.blocked.record('sni', name ?? '_invalid')
+    this.count(verdict)
+    this.logBlocked(verdict, name, null, reason)
+    let alert = 0
+    switch (reason) {
+      case 'ip_literal':
+      case 'bad_name':
+        alert = ALERT_ACCESS_DENIED
+        break
+      case 'no_sni':
+      case 'unknown_name_type':
+        alert = ALERT_UNRECOGNIZED_NAME
+        break
+      case 'bad_length':
+      case 'multiple_names':
+      case 'not_client_hello':
+      case 'too_large':
+        alert = ALERT_DECODE_ERROR
+        break
+      // not TLS at all, a stall, or a client already gone: an alert means nothing there.
+    }
+    this.refuse(alert)
+  }
+
+  /** A TLS alert when configured and meaningful (`alert` ≠ 0), a TCP reset otherwise. */
+  private refuse(alert: number): void {
+    this.phase = PHASE_DONE
+    const client = this.client
+    client.removeListener('data', this.onHelloData)
+    client.removeListener('end', this.onHelloEnd)
+    if (alert === 0 || this.proxy.config.sni.onBlock !== 'alert' || client.destroyed) {
+      client.resetAndDestroy()
+      return
+    }
+    // Fatal alert, then FIN. The client's further bytes are read and dropped so the
+    // close does not turn into a reset that could discard the alert before it is read.
+    client.end(Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, alert]))
+    client.resume()
+    this.timer = setTimeout(() => client.destroy(), ALERT_LINGER_MS)
+  }
+
+  private resolved(v6: readonly string[], v4: readonly string[]): void {
+    if (this.phase !== PHASE_DIAL) return
+    this.clearTimer()
+    const config = this.proxy.config.sni
+    let addresses = interleave(v6, v4)
+    if (addresses.length === 0) return this.upstreamFailed('no_address')
+    if (!config.allowPrivateDestinations) {
+      addresses = addresses.filter((a) => !isPrivateIp(a))
+      if (addresses.length === 0) return this.upstreamFailed('private_destination')
+    }
+    this.dialer = new Dialer(addresses, config.upstreamPort, config.connectTimeoutMs, (error, socket) => {
+      this.dialer = null
+      if (error !== null) this.upstreamFailed(error)
+      else this.splice(socket!)
+    })
+    this.dialer.start()
+  }
+
+  private upstreamFailed(reason: UpstreamError): void {
+    if (this.phase !== PHASE_DIAL) return
+    this.phase = PHASE_DONE
+    this.clearTimer()
+    this.dialer?.cancel()
+    this.dialer = null
+    this.proxy.metrics.upstreamErrors.incLabel(reason)
+    this.count('upstream_error')
+    this.logBlocked('upstream_error', this.name, null, reason)
+    this.client.resetAndDestroy()
+  }
+
+  private splice(upstream: net.Socket): void {
+    const client = this.client
+    if (this.phase !== PHASE_DIAL || client.destroyed) {
+      upstream.destroy()
+      return
+    }
+    this.phase = PHASE_SPLICE
+    this.upstream = upstream
+    const metrics = this.proxy.metrics
+    metrics.connectSeconds.observe((performance.now() - this.dialStart) / 1000)
+    this.count('allowed')
+    const bytes = metrics.bytes
+    const up = metrics.upstreamSlot
+    const down = metrics.downstreamSlot
+
+    upstream.on('error', () => client.resetAndDestroy())
+    // Everything read so far, exactly as received: the hello and whatever followed it.
+    const head = this.buf!.subarray(0, this.length)
+    bytes.inc(up, head.length)
+    upstream.write(head)
+    if (this.overflow !== null) {
+      bytes.inc(up, this.overflow.length)
+      upstream.write(this.overflow)
+    }
+    this.buf = null
+    this.overflow = null
+
+    // Manual pause/resume rather than pipe(): the byte counts stay live for
+    // long-lived device streams instead of appearing only at close.
+    client.on('data', (chunk: Buffer) => {
+      bytes.inc(up, chunk.length)
+      if (!upstream.write(chunk)) client.pause()
+    })
+    upstream.on('drain', () => client.resume())
+    upstream.on('data', (chunk: Buffer) => {
+      bytes.inc(down, chunk.length)
+      if (!client.write(chunk)) upstream.pause()
+    })
+    client.on('drain', () => upstream.resume())
+    // Half-close: each FIN is passed on; a socket is destroyed (autoDestroy) once both
+    // of its directions are done.
+    // A client that sent its FIN while we dialled has already emitted 'end' (a paused
+    // socket still does once its buffer is empty): pass that FIN on now.
+    if (client.readableEnded) upstream.end()
+    else client.on('end', () => upstream.end())
+    upstream.on('end', () => client.end())
+    const idle = this.proxy.config.sni.idleTimeoutMs
+    if (idle > 0) {
+      // The client socket sees both directions (reads up, writes down): one timer covers both.
+      client.setTimeout(idle, () => {
+        upstream.destroy()
+        client.destroy()
+      })
+    }
+    client.resume()
+  }
+
+  private clientError(_err: Error): void {
+    // A reset or a write failure: whatever phase we are in, the upstream side goes too.
+    if (this.phase === PHASE_HELLO) this.reject('incomplete', null)
+    this.upstream?.resetAndDestroy()
+  }
+
+  private closed(): void {
+    this.clearTimer()
+    if (this.phase === PHASE_HELLO) this.reject('incomplete', null)
+    if (this.phase === PHASE_DIAL) {
+      // The client left while we dialled; the name was allowed and nothing failed upstream.
+      this.count('allowed')
+      this.phase = PHASE_DONE
+    }
+    this.dialer?.cancel()
+    this.dialer = null
+    this.proxy.released(this)
+  }
+
+  private count(verdict: Verdict): void {
+    this.proxy.metrics.connections.incLabel(verdict)
+  }
+
+  private logBlocked(verdict: Verdict, name: string | null, rule: Rule | null, reason: string): void {
+    if (!this.proxy.logLimiter.allow()) return
+    this.proxy.deps.log.info(
+      { protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict, rule: rule?.entry ?? null, reason },
+      verdict === 'upstream_error' ? 'upstream unreachable' : 'blocked',
+    )
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer)
+      this.timer = null
+    }
+  }
+}
+
+function noop(): void {}
