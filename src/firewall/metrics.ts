@@ -1,0 +1,51 @@
+import { Gauge, Histogram, type Registry } from 'prom-client'
+import { FastCounter } from '../metrics/fast-counter.js'
+
+export type FirewallErrorReason = 'nft' | 'start' | 'invalid_address' | 'queue_full'
+export type BatchResult = 'applied' | 'failed'
+
+/** The firewall sink's metrics only (STYLE.md: one metrics.ts per folder). */
+export function firewallMetrics(registry: Registry, pending: () => number) {
+  return {
+    /** Elements written to the kernel in applied batches, refreshes included. */
+    added: new FastCounter<'ipv4' | 'ipv6'>(
+      registry,
+      'egressd_firewall_elements_added_total',
+      'Set elements (address . protocol . port) written to nftables in applied batches, by family; refreshes included.',
+      'family',
+      ['ipv4', 'ipv6'],
+    ),
+    /** Elements not written because the set holds them for more than half their timeout. */
+    skipped: new FastCounter(
+      registry,
+      'egressd_firewall_elements_skipped_total',
+      'Set elements not rewritten because they were written recently (remaining timeout above half).',
+      null,
+      [],
+    ),
+    batches: new FastCounter<BatchResult>(registry, 'egressd_firewall_batches_total', 'nft runs that wrote set elements, by result (applied, failed).', 'result', ['applied', 'failed']),
+    errors: new FastCounter<FirewallErrorReason>(
+      registry,
+      'egressd_firewall_errors_total',
+      'Firewall sink errors by reason: nft (a batch failed), start (the table or sets could not be created), invalid_address, queue_full (elements dropped because too many were waiting).',
+      'reason',
+      ['nft', 'start', 'invalid_address', 'queue_full'],
+    ),
+    batchSeconds: new Histogram({
+      name: 'egressd_firewall_batch_seconds',
+      help: 'Time to apply one batch with nft, process start to exit; DNS answers wait this long at most once per batch.',
+      buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    pending: new Gauge({
+      name: 'egressd_firewall_pending_elements',
+      help: 'Set elements queued or being written, not yet applied.',
+      registers: [registry],
+      collect() {
+        this.set(pending())
+      },
+    }),
+  }
+}
+
+export type FirewallMetrics = ReturnType<typeof firewallMetrics>

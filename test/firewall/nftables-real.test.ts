@@ -1,0 +1,128 @@
+/**
+ * The sink against the real kernel, inside a network namespace this test creates (so
+ * the machine's own ruleset is never touched). Skipped, with the reason printed, where
+ * that is impossible: not root, no `ip` or `nft`, or namespaces refused.
+ */
+import t from 'tap'
+import { Registry } from 'prom-client'
+import { NftablesSink, SpawnNftRunner } from '../../src/firewall/nftables-sink.js'
+import { captureLogger, execFileP, listSet, probeNetns, rule } from './helpers.js'
+
+const probe = await probeNetns()
+if (!probe.ok) {
+  t.comment(`skipping real-nft tests: ${probe.reason}`)
+  t.pass(`skipped: ${probe.reason}`)
+} else {
+  const ns = `egressd-test-${process.pid}`
+  await execFileP('ip', ['netns', 'add', ns])
+  t.teardown(() => execFileP('ip', ['netns', 'del', ns]).then(() => undefined, () => undefined))
+  const nft = (...args: string[]) => execFileP('ip', ['netns', 'exec', ns, 'nft', ...args])
+
+  function sink(table = 'egressd', grace = 60) {
+    const registry = new Registry()
+    const { log, lines } = captureLogger()
+    const s = new NftablesSink({ enabled: true, table, graceSeconds: grace }, { log, registry, runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', ns, 'nft'] }) })
+    return { s, registry, lines }
+  }
+
+  const NTP = rule([
+    { port: 123, proto: 'udp' },
+    { port: 443, proto: 'tcp' },
+  ], 'time1.google.com')
+
+  t.test('start creates the table and sets; elements land with timeout = TTL + grace', async (t) => {
+    const { s } = sink()
+    await s.start()
+    const { stdout } = await nft('list', 'table', 'inet', 'egressd')
+    t.match(stdout, /set allow4 \{\s+type ipv4_addr \. inet_proto \. inet_service\s+flags timeout/)
+    t.match(stdout, /set allow6 \{\s+type ipv6_addr \. inet_proto \. inet_service\s+flags timeout/)
+
+    await s.add('time1.google.com', NTP, [
+      { address: '192.0.2.10', family: 4, ttl: 240 },
+      { address: '2001:db8::10', family: 6, ttl: 20 },
+    ])
+    // Resolved means applied: listed right away, no polling.
+    const v4 = await listSet(ns, 'egressd', 'allow4')
+    t.same(v4.map((e) => [e.key, e.timeout]).sort(), [
+      ['192.0.2.10 . tcp . 443', 300],
+      ['192.0.2.10 . udp . 123', 300],
+    ])
+    t.ok(v4.every((e) => e.expires > 250 && e.expires <= 300), 'expires counts down from the timeout')
+    const v6 = await listSet(ns, 'egressd', 'allow6')
+    t.same(v6.map((e) => [e.key, e.timeout]).sort(), [
+      ['2001:db8::10 . tcp . 443', 80],
+      ['2001:db8::10 . udp . 123', 80],
+    ])
+    await s.stop()
+  })
+
+  t.test('restart: start again keeps elements; a new process refreshes an existing element to its new timeout', async (t) => {
+    const { s } = sink()
+    await s.start()
+    await s.start()
+    const before = await listSet(ns, 'egressd', 'allow4')
+    t.ok(before.some((e) => e.key === '192.0.2.10 . udp . 123'), 'elements survive start()')
+    // This sink has never seen the element: it must still end with the new timeout
+    // even where a plain `add element` would leave the old one (kernels < 6.12).
+    await s.add('time1.google.com', NTP, [{ address: '192.0.2.10', family: 4, ttl: 3540 }])
+    const after = await listSet(ns, 'egressd', 'allow4')
+    t.equal(after.find((e) => e.key === '192.0.2.10 . udp . 123')?.timeout, 3600)
+    // and downwards too: a fresh process writes what the answer says.
+    const { s: s2 } = sink()
+    await s2.add('time1.google.com', NTP, [{ address: '192.0.2.10', family: 4, ttl: 5 }])
+    t.equal((await listSet(ns, 'egressd', 'allow4')).find((e) => e.key === '192.0.2.10 . udp . 123')?.timeout, 65)
+    await s.stop()
+    await s2.stop()
+  })
+
+  t.test('500 concurrent answers: few nft runs, every element present after its promise', async (t) => {
+    const { s, registry } = sink()
+    await s.start()
+    const adds: Promise<void>[] = []
+    for (let i = 0; i < 500; i++) {
+      adds.push(s.add(`n${i}.example.com`, rule(), [{ address: `198.51.${100 + (i >> 8)}.${i & 255}`, family: 4, ttl: 120 }]))
+    }
+    await Promise.all(adds)
+    const keys = new Set((await listSet(ns, 'egressd', 'allow4')).map((e) => e.key))
+    let missing = 0
+    for (let i = 0; i < 500; i++) if (!keys.has(`198.51.${100 + (i >> 8)}.${i & 255} . tcp . 443`)) missing++
+    t.equal(missing, 0)
+    const batches = (await registry.getSingleMetric('egressd_firewall_batches_total')!.get()).values.find((v) => v.labels.result === 'applied')!.value
+    t.ok(batches >= 1 && batches <= 3, `batched into ${batches} run(s)`)
+    await s.stop()
+  })
+
+  t.test('after the table is deleted under it (nft flush ruleset), the next batch recreates it', async (t) => {
+    const { s, lines } = sink()
+    await s.start()
+    await nft('delete', 'table', 'inet', 'egressd')
+    await s.add('a.example.com', rule(), [{ address: '203.0.113.77', family: 4, ttl: 30 }])
+    t.same((await listSet(ns, 'egressd', 'allow4')).map((e) => e.key), ['203.0.113.77 . tcp . 443'])
+    t.ok(lines.some((l) => /declaring the table and sets again/.test(String(l.msg))))
+    await s.stop()
+  })
+
+  t.test('a set with another definition: start and batches fail, counted and logged, never thrown', async (t) => {
+    await nft('add', 'table', 'inet', 'other')
+    await nft('add', 'set', 'inet', 'other', 'allow4', '{ type ipv4_addr; }')
+    const { s, registry, lines } = sink('other')
+    await t.resolves(s.start())
+    await t.resolves(s.add('a.example.com', rule(), [{ address: '192.0.2.1', family: 4, ttl: 30 }]))
+    const errors = (await registry.getSingleMetric('egressd_firewall_errors_total')!.get()).values
+    t.equal(errors.find((v) => v.labels.reason === 'start')!.value, 1)
+    t.equal(errors.find((v) => v.labels.reason === 'nft')!.value, 1)
+    const line = lines.find((l) => l.level === 50 && /batch failed/.test(String(l.msg)))
+    t.match(String((line?.err as { message?: string } | undefined)?.message), /nft exited with 1: .*(File exists|Error)/)
+    const { stdout } = await nft('list', 'table', 'inet', 'egressd')
+    t.match(stdout, /203\.0\.113\.77/, 'the egressd table was not touched')
+    await s.stop()
+  })
+
+  t.test('stop leaves the table and its elements to expire', async (t) => {
+    const { s } = sink()
+    await s.start()
+    await s.add('a.example.com', rule(), [{ address: '192.0.2.99', family: 4, ttl: 30 }])
+    await s.stop()
+    t.ok((await listSet(ns, 'egressd', 'allow4')).some((e) => e.key === '192.0.2.99 . tcp . 443'))
+  })
+}
