@@ -1,0 +1,109 @@
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml'
+import { ConfigError } from '../errors.js'
+import { didYouMean } from './did-you-mean.js'
+
+/**
+ * Reads a YAML document node by node and records every problem as a ConfigError
+ * located at the offending node, so one pass reports all of them (`file:line:col:
+ * message` each) instead of stopping at the first.
+ */
+export class YamlReader {
+  readonly errors: ConfigError[] = []
+  readonly root: Node | null
+  private readonly lines = new LineCounter()
+
+  constructor(
+    readonly file: string,
+    text: string,
+  ) {
+    const doc = parseDocument(text, { lineCounter: this.lines, prettyErrors: true, uniqueKeys: true })
+    for (const e of doc.errors) {
+      const at = e.linePos?.[0] ?? { line: 1, col: 1 }
+      this.errors.push(new ConfigError(file, at.line, at.col, e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')))
+    }
+    this.root = doc.errors.length > 0 ? null : (doc.contents as Node | null)
+  }
+
+  position(node: Node | null | undefined, offset = 0): { line: number; col: number } {
+    const start = node?.range?.[0] ?? 0
+    return this.lines.linePos(start + offset)
+  }
+
+  /** `file:line:col` of a node, for rule sources. */
+  where(node: Node | null | undefined): string {
+    const { line, col } = this.position(node)
+    return `${this.file}:${line}:${col}`
+  }
+
+  error(node: Node | null | undefined, message: string, offset = 0): void {
+    const { line, col } = this.position(node, offset)
+    this.errors.push(new ConfigError(this.file, line, col, message))
+  }
+
+  /** A mapping's values by key; unknown keys are errors with a did-you-mean hint. */
+  map(node: Node | null | undefined, path: string, known: readonly string[]): Map<string, Node | null> {
+    const out = new Map<string, Node | null>()
+    if (node === null || node === undefined) return out
+    if (!isMap(node)) {
+      this.error(node, `${path || 'the document'} must be a mapping (key: value lines), not ${describe(node)}`)
+      return out
+    }
+    for (const pair of node.items) {
+      const keyNode = pair.key as Node
+      const key = isScalar(keyNode) ? String(keyNode.value) : ''
+      const full = path ? `${path}.${key}` : key
+      if (!known.includes(key)) {
+        const hint = didYouMean(key, known)
+        this.error(keyNode, `unknown key "${full}"` + (hint ? `; did you mean "${path ? path + '.' : ''}${hint}"?` : `; known keys here: ${known.join(', ')}`))
+        continue
+      }
+      out.set(key, (pair.value as Node | null) ?? null)
+    }
+    return out
+  }
+
+  bool(node: Node | null | undefined, path: string, fallback: boolean): boolean {
+    if (node === null || node === undefined) return fallback
+    if (isScalar(node) && typeof node.value === 'boolean') return node.value
+    this.error(node, `${path} must be true or false, not ${describe(node)}`)
+    return fallback
+  }
+
+  int(node: Node | null | undefined, path: string, fallback: number, min: number, max: number): number {
+    if (node === null || node === undefined) return fallback
+    if (isScalar(node) && typeof node.value === 'number' && Number.isInteger(node.value) && node.value >= min && node.value <= max) return node.value
+    this.error(node, `${path} must be a whole number from ${min} to ${max}, not ${describe(node)}`)
+    return fallback
+  }
+
+  string(node: Node | null | undefined, path: string): string | null {
+    if (node === null || node === undefined) return null
+    if (isScalar(node) && typeof node.value === 'string') return node.value
+    this.error(node, `${path} must be a string, not ${describe(node)}`)
+    return null
+  }
+
+  oneOf<T extends string>(node: Node | null | undefined, path: string, choices: readonly T[], fallback: T): T {
+    if (node === null || node === undefined) return fallback
+    const value = isScalar(node) ? String(node.value) : null
+    if (value !== null && (choices as readonly string[]).includes(value)) return value as T
+    this.error(node, `${path} must be one of ${choices.join(', ')}, not ${describe(node)}`)
+    return fallback
+  }
+
+  /** Items of a sequence; a missing key gives `[]`. */
+  list(node: Node | null | undefined, path: string): Node[] {
+    if (node === null || node === undefined) return []
+    if (isSeq(node)) return node.items as Node[]
+    this.error(node, `${path} must be a list ([a, b] or "- a" lines), not ${describe(node)}`)
+    return []
+  }
+}
+
+export function describe(node: Node | null | undefined): string {
+  if (node === null || node === undefined) return 'nothing'
+  if (isMap(node)) return 'a mapping'
+  if (isSeq(node)) return 'a list'
+  if (isScalar(node)) return node.value === null ? 'null' : JSON.stringify(node.value)
+  return 'an alias'
+}

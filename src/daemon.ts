@@ -1,0 +1,162 @@
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { collectDefaultMetrics, Registry } from 'prom-client'
+import { ConfigErrors } from './errors.js'
+import { loadConfig } from './config/load.js'
+import { formatHostPort } from './config/net.js'
+import type { Config } from './config/types.js'
+import { DnsService } from './dns/service.js'
+import { NftablesSink } from './firewall/nftables-sink.js'
+import { createLogger } from './log/logger.js'
+import { notifySystemd } from './log/sd-notify.js'
+import { BlockedNames } from './metrics/blocked-names.js'
+import { daemonMetrics } from './metrics/daemon-metrics.js'
+import { MetricsServer } from './metrics/server.js'
+import { compilePolicy } from './policy/compile.js'
+import type { Policy } from './policy/match.js'
+import { SniProxy } from './sni/proxy.js'
+
+/** How long spliced TLS connections may finish after SIGTERM before they are cut. */
+const SHUTDOWN_GRACE_MS = 5_000
+
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
+}
+
+function configHash(config: Config): string {
+  return createHash('sha256').update(readFileSync(config.file)).digest('hex').slice(0, 12)
+}
+
+/** What a reload cannot apply: sockets already bound, and whether the nftables sink exists. */
+function restartKey(config: Config): string {
+  const nft = config.firewall.nftables
+  return JSON.stringify([config.dns.listen, config.sni.listen, config.metrics.listen, nft.enabled, nft.table])
+}
+
+/** `egressd run`: resolves with the exit code once the daemon has stopped. */
+export async function runDaemon(file: string): Promise<number> {
+  let config: Config
+  let policy: Policy
+  try {
+    config = loadConfig(file).config
+    policy = compilePolicy(config.policy)
+  } catch (e) {
+    if (!(e instanceof ConfigErrors)) throw e
+    for (const err of e.errors) process.stderr.write(err.message + '\n')
+    return 2
+  }
+
+  const log = createLogger(config.log.level)
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const metrics = daemonMetrics(registry)
+  const blocked = new BlockedNames(registry, config.metrics.blockedNamesMax)
+  // The sink is created only when enabled: it needs CAP_NET_ADMIN and the nft tool.
+  // Its add() never rejects; nft failures are counted and DNS goes on.
+  const firewall = config.firewall.nftables.enabled ? new NftablesSink(config.firewall.nftables, { log, registry }) : null
+  const dns = new DnsService(config, policy, {
+    log,
+    registry,
+    blocked,
+    onAllowedAnswer: firewall ? (name, rule, addresses) => firewall.add(name, rule, addresses) : undefined,
+  })
+  const sni = new SniProxy(config, policy, { log, registry, blocked, resolver: dns.resolver })
+  const http = config.metrics.listen ? new MetricsServer(registry, config.metrics.listen) : null
+
+  const noteLoaded = (c: Config, p: Policy): void => {
+    metrics.policyRules.set(p.size)
+    metrics.lastReload.set(Date.now() / 1000)
+    metrics.lastReloadSuccessful.set(1)
+    metrics.info.reset()
+    metrics.info.set({ hash: configHash(c), version: version() }, 1)
+  }
+  noteLoaded(config, policy)
+
+  try {
+    // Sets exist before the first answer can be added to them.
+    await firewall?.start()
+    await Promise.all([dns.start(), sni.start(), http?.start()])
+  } catch (e) {
+    log.fatal({ err: e }, 'cannot bind listeners')
+    await Promise.allSettled([dns.stop(), sni.stop(0), http?.stop()])
+    return 1
+  }
+  if (http) http.ready = true
+  log.info({
+    dns: config.dns.listen.map(formatHostPort),
+    sni: config.sni.listen.map(formatHostPort),
+    metrics: config.metrics.listen ? formatHostPort(config.metrics.listen) : null,
+    upstreams: config.dns.upstreams.map(formatHostPort),
+    rules: policy.size,
+    version: version(),
+  }, 'ready')
+  await notifySystemd('READY=1')
+
+  return new Promise<number>((resolve) => {
+    let reloading: Promise<void> | null = null
+    let reloadAgain = false
+
+    const reload = async (): Promise<void> => {
+      try {
+        const next = loadConfig(file).config
+        const nextPolicy = compilePolicy(next.policy)
+        if (restartKey(next) !== restartKey(config)) {
+          log.warn('listen addresses or firewall.nftables enabled/table changed: they take effect only after a restart; everything else is applied now')
+        }
+        // Compiled off to the side above; the swap below is synchronous, so a query
+        // sees either the old policy or the new one, never a mix.
+        dns.update(next, nextPolicy)
+        sni.update(next, nextPolicy)
+        firewall?.update(next.firewall.nftables)
+        blocked.resize(next.metrics.blockedNamesMax)
+        log.level = next.log.level
+        config = next
+        policy = nextPolicy
+        noteLoaded(config, policy)
+        metrics.reloads.inc({ result: 'success' })
+        log.info({ rules: policy.size }, 'configuration reloaded')
+      } catch (e) {
+        metrics.reloads.inc({ result: 'failure' })
+        metrics.lastReloadSuccessful.set(0)
+        const errors = e instanceof ConfigErrors ? e.errors.map((x) => x.message) : [(e as Error).message]
+        for (const error of errors) log.error({ error }, 'reload failed; the running configuration stays')
+      }
+    }
+
+    const onHup = (): void => {
+      if (reloading) {
+        reloadAgain = true
+        return
+      }
+      reloading = reload().finally(() => {
+        reloading = null
+        if (reloadAgain) {
+          reloadAgain = false
+          onHup()
+        }
+      })
+    }
+
+    let stopping = false
+    const onStop = (signal: string): void => {
+      if (stopping) return
+      stopping = true
+      log.info({ signal }, 'stopping')
+      void notifySystemd('STOPPING=1')
+      if (http) http.ready = false
+      void Promise.allSettled([sni.stop(SHUTDOWN_GRACE_MS), dns.stop()])
+        .then(() => Promise.allSettled([http?.stop(), firewall?.stop()]))
+        .then(() => {
+          process.off('SIGHUP', onHup)
+          log.info('stopped')
+          log.flush?.()
+          resolve(0)
+        })
+    }
+
+    process.on('SIGHUP', onHup)
+    process.once('SIGTERM', () => onStop('SIGTERM'))
+    process.once('SIGINT', () => onStop('SIGINT'))
+  })
+}
+

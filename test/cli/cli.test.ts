@@ -1,0 +1,96 @@
+import t from 'tap'
+import { execFile } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+// The built CLI as a process: `npm test` builds dist/ before tap runs.
+const CLI = join(process.cwd(), 'dist', 'cli.js')
+const dir = mkdtempSync(join(tmpdir(), 'egressd-cli-'))
+
+function egressd(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr })
+    })
+  })
+}
+
+function configFile(name: string, text: string): string {
+  const file = join(dir, name)
+  writeFileSync(file, text)
+  return file
+}
+
+const good = configFile('good.yaml', [
+  'presets: [dt-cloud-connector-gen2]',
+  'allow:',
+  '  - "*.example.net"',
+  '  - {name: "ntp{1..2}.example.org", ports: [123/udp]}',
+  '  - "bücher.example"',
+  'deny: ["bad.example.net"]',
+  '',
+].join('\n'))
+
+t.test('check: allow, block, the deciding rule and exit codes', async (t) => {
+  const r = await egressd('check', '-c', good, 'ccon-manager.prod.disruptive-technologies.com', 'API.Example.NET.')
+  t.equal(r.code, 0, r.stderr)
+  const lines = r.stdout.trim().split('\n')
+  t.match(lines[0], /^allow\tccon-manager\.prod\.disruptive-technologies\.com\tallow ccon-manager\.prod\.disruptive-technologies\.com at preset dt-cloud-connector-gen2 \(dt-cloud-connector-gen2\.yaml:\d+:\d+\) ports 443\/tcp$/)
+  t.match(lines[1], /^allow\tAPI\.Example\.NET\.\tallow \*\.example\.net at .*good\.yaml:3:5 ports 443\/tcp$/)
+
+  const b = await egressd('check', '-c', good, 'example.net', 'bad.example.net', 'evil.com', 'prod.disruptive-technologies.com')
+  t.equal(b.code, 1)
+  const out = b.stdout.trim().split('\n')
+  t.match(out[0], /^block\texample\.net\tno rule \(answered NODATA: allowed names exist below it\)$/, 'the apex is not under its wildcard')
+  t.match(out[1], /^block\tbad\.example\.net\tdeny bad\.example\.net at .*good\.yaml:6:8$/, 'deny wins over the wildcard')
+  t.match(out[2], /^block\tevil\.com\tno rule$/)
+  t.match(out[3], /NODATA/)
+})
+
+t.test('check --json, brace expansion and punycode', async (t) => {
+  const r = await egressd('check', '-c', good, '--json', 'ntp2.example.org', 'ntp3.example.org', 'bücher.example')
+  t.equal(r.code, 1)
+  const rows = r.stdout.trim().split('\n').map((l) => JSON.parse(l))
+  t.match(rows[0], { name: 'ntp2.example.org', verdict: 'allow', rule: 'ntp2.example.org', entry: 'ntp{1..2}.example.org', ports: ['123/udp'], dns: 'answer' })
+  t.match(rows[1], { name: 'ntp3.example.org', verdict: 'block', rule: null, dns: 'nxdomain' })
+  t.match(rows[2], { name: 'bücher.example', ascii: 'xn--bcher-kva.example', verdict: 'allow', rule: 'xn--bcher-kva.example' })
+})
+
+t.test('validate: exit 0, warnings, exit 2 with file:line:col lines', async (t) => {
+  const ok = await egressd('validate', '-c', good)
+  t.equal(ok.code, 0, ok.stderr)
+  t.match(ok.stdout, /valid; \d+ rules from 9 entries \(presets: dt-cloud-connector-gen2\)/)
+
+  const dup = configFile('dup.yaml', 'allow: ["*.example.com", "a.example.com", "*.example.com"]\n')
+  const w = await egressd('validate', '-c', dup)
+  t.equal(w.code, 0)
+  t.match(w.stderr, /dup\.yaml:1:26: warning: "a\.example\.com" already is allowed by "\*\.example\.com"/)
+  t.match(w.stderr, /dup\.yaml:1:43: warning: .*duplicate/i)
+
+  const bad = configFile('bad.yaml', 'dns:\n  upstreams: ["8.8.8.8"]\nallow: ["*", "a*.example.com"]\n')
+  const v = await egressd('validate', '-c', bad)
+  t.equal(v.code, 2)
+  const lines = v.stderr.trim().split('\n')
+  t.equal(lines.length, 3, v.stderr)
+  for (const l of lines) t.match(l, /^.*bad\.yaml:\d+:\d+: /)
+  t.notMatch(v.stderr, /    at /, 'no stack trace')
+
+  const c = await egressd('check', '-c', bad, 'a.example.com')
+  t.equal(c.code, 2, 'check exits 2 on a bad configuration')
+  const missing = await egressd('validate', '-c', join(dir, 'nope.yaml'))
+  t.equal(missing.code, 2)
+  t.match(missing.stderr, /nope\.yaml:1:1: cannot read configuration: no such file/)
+})
+
+t.test('help, version, usage errors', async (t) => {
+  const h = await egressd('--help')
+  t.equal(h.code, 0)
+  t.match(h.stdout, /egressd run -c FILE/)
+  const v = await egressd('--version')
+  t.equal(v.code, 0)
+  t.match(v.stdout, /^\d+\.\d+\.\d+\n$/)
+  t.equal((await egressd('frobnicate')).code, 2)
+  t.equal((await egressd('check', 'x.example.com')).code, 2)
+  t.equal((await egressd('validate', '-c')).code, 2)
+})

@@ -1,0 +1,128 @@
+import t from 'tap'
+import { execFile } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { promisify } from 'node:util'
+import { fakeUpstream } from '../dns/helpers.js'
+import { freePort, startDaemon } from '../helpers/daemon.js'
+
+const run = promisify(execFile)
+
+async function hasTool(tool: string): Promise<boolean> {
+  try {
+    await run('sh', ['-c', `command -v ${tool}`])
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function dig(port: number, ...args: string[]): Promise<string> {
+  const { stdout } = await run('dig', ['@127.0.0.1', '-p', String(port), '+tries=1', '+time=2', ...args], { timeout: 10_000 })
+  return stdout
+}
+
+const status = (out: string): string => /status: ([A-Z]+)/.exec(out)?.[1] ?? 'none'
+
+async function scrape(port: number): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`)
+  return res.text()
+}
+
+function sample(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(series + ' '))
+  return line ? Number(line.slice(series.length + 1)) : NaN
+}
+
+const noDig = (await hasTool('dig')) ? false : 'dig not installed (Debian dnsutils); .ci/run installs it'
+
+t.test('the built daemon: ready, answers, metrics, reload, bad reload, SIGTERM', { skip: noDig }, async (t) => {
+  const upstream = await fakeUpstream((q) => ({ answers: [{ name: q.name, type: 'A', ttl: 300, data: '198.51.100.7' }] as never }))
+  t.teardown(() => upstream.close())
+  const [dnsPort, sniPort, metricsPort] = [await freePort(), await freePort(), await freePort()]
+  const config = (allow: string[]) => [
+    'dns:',
+    `  listen: ["127.0.0.1:${dnsPort}"]`,
+    `  upstreams: ["127.0.0.1:${upstream.port}"]`,
+    'sni:',
+    `  listen: ["127.0.0.1:${sniPort}"]`,
+    'metrics:',
+    `  listen: "127.0.0.1:${metricsPort}"`,
+    'presets: [dt-cloud-connector-gen2]',
+    `allow: [${allow.map((a) => JSON.stringify(a)).join(', ')}]`,
+    '',
+  ].join('\n')
+
+  const d = startDaemon(config(['api.example.com', '*.example.net']))
+  t.teardown(() => d.stop())
+  const ready = await d.waitForLog('ready')
+  t.equal(ready.level, 'info')
+  t.equal((await fetch(`http://127.0.0.1:${metricsPort}/readyz`)).status, 200, '/readyz once listening')
+  t.equal((await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).status, 200)
+
+  const allowed = await dig(dnsPort, 'api.example.com', 'A')
+  t.equal(status(allowed), 'NOERROR')
+  t.match(allowed, /api\.example\.com\.\s+\d+\s+IN\s+A\s+198\.51\.100\.7/)
+  t.equal(status(await dig(dnsPort, 'evil.example.org')), 'NXDOMAIN')
+  const nodata = await dig(dnsPort, 'prod.disruptive-technologies.com')
+  t.equal(status(nodata), 'NOERROR', 'a parent of allowed names is NODATA, never NXDOMAIN')
+  t.match(nodata, /ANSWER: 0,/)
+  const apex = await dig(dnsPort, 'example.net')
+  t.equal(status(apex), 'NOERROR', 'the apex of a wildcard is not allowed, but NODATA: names below it are')
+  t.match(apex, /ANSWER: 0,/)
+
+  let metrics = await scrape(metricsPort)
+  t.equal(sample(metrics, 'egressd_dns_queries_total{verdict="allowed"}'), 1)
+  t.equal(sample(metrics, 'egressd_dns_queries_total{verdict="blocked"}'), 3)
+  t.equal(sample(metrics, 'egressd_blocked_total{protocol="dns",name="evil.example.org"}'), 1)
+  t.equal(sample(metrics, 'egressd_policy_rules'), 10)
+  t.match(metrics, /process_resident_memory_bytes \d+/)
+
+  // A reload that removes a name changes the verdict at once.
+  writeFileSync(d.file, config(['*.example.net']))
+  d.proc.kill('SIGHUP')
+  await d.waitForLog('configuration reloaded')
+  t.equal(status(await dig(dnsPort, 'api.example.com')), 'NXDOMAIN', 'removed by the reload')
+  t.equal(status(await dig(dnsPort, 'a.example.net')), 'NOERROR')
+
+  // A bad file keeps the running policy and says where the problem is.
+  writeFileSync(d.file, config(['*.example.net']) + 'dns:\n  listen: []\n' + 'bogus: 1\n')
+  d.proc.kill('SIGHUP')
+  const failed = await d.waitForLog(/reload failed/)
+  t.equal(failed.level, 'error')
+  t.match(String(failed.error), new RegExp(`${d.file.replace(/[.]/g, '\\.')}:\\d+:\\d+: `))
+  t.equal(status(await dig(dnsPort, 'b.example.net')), 'NOERROR', 'old policy still running')
+  metrics = await scrape(metricsPort)
+  t.equal(sample(metrics, 'egressd_config_reloads_total{result="success"}'), 1)
+  t.equal(sample(metrics, 'egressd_config_reloads_total{result="failure"}'), 1)
+
+  t.equal(await d.stop(), 0, 'SIGTERM exits 0')
+  t.ok(d.logs.some((l) => l.msg === 'stopped'))
+  for (const l of d.logs) t.type(l.time, 'string', 'every log line is JSON with a time')
+})
+
+t.test('a bad configuration at start: exit 2 with file:line:col, nothing bound', async (t) => {
+  const d = startDaemon('dns:\n  listen: ["127.0.0.1"]\nallow: ["a.*.example.com"]\n')
+  t.equal(await d.exited, 2)
+  const lines = d.stderr().trim().split('\n')
+  t.equal(lines.length, 2, d.stderr())
+  t.match(lines[0], /egressd\.yaml:2:12: dns\.listen: "127\.0\.0\.1" has no port/)
+  t.match(lines[1], /egressd\.yaml:3:12: allow: "a\.\*\.example\.com": /)
+})
+
+t.test('a listener that cannot be bound: exit 1 with a fatal line', async (t) => {
+  const blocker = createServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => blocker.close())
+  const taken = (blocker.address() as { port: number }).port
+  const [dnsPort, metricsPort] = [await freePort(), await freePort()]
+  const d = startDaemon([
+    `dns: { listen: ["127.0.0.1:${dnsPort}"], upstreams: ["127.0.0.1:9"] }`,
+    `sni: { listen: ["127.0.0.1:${taken}"] }`,
+    `metrics: { listen: "127.0.0.1:${metricsPort}" }`,
+    '',
+  ].join('\n'))
+  t.equal(await d.exited, 1)
+  t.ok(d.logs.some((l) => l.level === 'fatal' && /cannot bind/.test(l.msg)), 'fatal line logged')
+  t.notOk(d.logs.some((l) => l.msg === 'ready'))
+})
