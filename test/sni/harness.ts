@@ -40,6 +40,7 @@ export function makeConfig(sni: Partial<SniConfig> = {}): Config {
       connectTimeoutMs: 2_000,
       idleTimeoutMs: 0,
       maxConnections: 16_384,
+      shutdownGraceMs: 1_000,
       ...sni,
     },
     metrics: { listen: null, blockedNamesMax: 100 },

@@ -342,3 +342,70 @@ t.test('every listen address is served, IPv6 included', async (t) => {
   await p.stop()
   await upstream.close()
 })
+
+t.test('bytes beyond the hello buffer in one chunk are forwarded too, exactly', async (t) => {
+  const tail = Buffer.alloc(5000, 0x17)
+  const all = Buffer.concat([hello, tail])
+  const upstream = await startRawUpstream({ reply: 'ok', expect: all.length, endAfterReply: true })
+  const p = await startProxy({ sni: { upstreamPort: upstream.port, maxClientHelloBytes: 1024 }, allow: ['allowed.test'], resolver })
+  // 10 bytes first (the proxy buffers them), then one write far larger than its 1029-byte
+  // buffer. The pause only makes separate reads likely; the assertions hold either way.
+  const c = await connect(p.port)
+  let got = ''
+  c.on('data', (d: Buffer) => (got += d))
+  c.write(all.subarray(0, 10))
+  await new Promise((r) => setTimeout(r, 100))
+  c.write(all.subarray(10))
+  await until(() => got === 'ok')
+  c.destroy()
+  t.ok(upstream.received[0]!.bytes.equals(all), 'the upstream got every byte in order')
+  await p.stop()
+  await upstream.close()
+})
+
+t.test('a reset on either side of a splice resets the other', async (t) => {
+  const peers: net.Socket[] = []
+  const server = net.createServer((s) => {
+    peers.push(s)
+    s.once('data', () => s.write('hi'))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const p = await startProxy({ sni: { upstreamPort: (server.address() as net.AddressInfo).port }, allow: ['allowed.test'], resolver })
+  for (const side of ['client', 'upstream'] as const) {
+    const c = await connect(p.port)
+    const got = once(c, 'data')
+    c.write(hello)
+    await got
+    const upstreamSide = peers.at(-1)!
+    const clientClosed = closeCode(c)
+    const upstreamClosed = closeCode(upstreamSide)
+    if (side === 'client') c.resetAndDestroy()
+    else upstreamSide.resetAndDestroy()
+    const other = side === 'client' ? await upstreamClosed : await clientClosed
+    t.equal(other, 'ECONNRESET', `${side} reset → the other side saw a reset`)
+  }
+  await p.stop()
+  server.close()
+})
+
+t.test('a client that leaves while the name resolves: counted allowed, nothing dialled', async (t) => {
+  const upstream = await startRawUpstream()
+  let answer!: () => void
+  const slow = {
+    lookup: () => new Promise<{ v4: string[]; v6: string[]; ttl: number }>((resolve) => (answer = () => resolve({ v4: ['127.0.0.1'], v6: [], ttl: 60 }))),
+  }
+  const p = await startProxy({ sni: { upstreamPort: upstream.port }, allow: ['allowed.test'], resolver: slow })
+  const c = await connect(p.port)
+  c.write(hello)
+  await until(() => answer !== undefined)
+  // A reset: a FIN alone is a half-close, and the proxy rightly keeps dialling for it.
+  c.resetAndDestroy()
+  await until(async () => (await p.metric('egressd_sni_active_connections')) === 0)
+  answer()
+  await new Promise((r) => setTimeout(r, 50))
+  t.equal(await p.metric('egressd_sni_connections_total{verdict="allowed"}'), 1)
+  t.equal(upstream.accepted, 0, 'the late answer dialled nothing')
+  await p.stop()
+  await upstream.close()
+})
