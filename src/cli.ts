@@ -5,6 +5,7 @@ import { ConfigErrors } from './errors.js'
 import { loadConfig } from './config/load.js'
 import { compilePolicy } from './policy/compile.js'
 import { formatPort } from './policy/types.js'
+import { findDaemons } from './reload-command.js'
 
 const USAGE = `usage:
   egressd run -c FILE               run the daemon in the foreground (SIGHUP reloads, SIGTERM stops)
@@ -12,6 +13,8 @@ const USAGE = `usage:
                                     allow or block for each name, and the rule that decided
                                     exit 0 all allowed, 1 any blocked, 2 bad configuration
   egressd validate -c FILE          check a configuration; exit 0 valid, 2 with file:line:col lines
+  egressd reload -c FILE            validate FILE, then SIGHUP every \`egressd run -c FILE\` on this host
+                                    exit 0 signalled, 1 none running, 2 bad configuration
   egressd --help | --version`
 
 interface Args {
@@ -102,6 +105,22 @@ function check(file: string, names: string[], json: boolean): number {
   return anyBlocked ? 1 : 0
 }
 
+/** Refuses to signal with a file that would fail to load: the daemon would keep its old policy anyway, silently. */
+function reload(file: string): number {
+  const valid = validate(file)
+  if (valid !== 0) return valid
+  const pids = findDaemons(file)
+  if (pids.length === 0) {
+    process.stderr.write(`egressd reload: no running "egressd run -c ${file}" found\n`)
+    return 1
+  }
+  for (const pid of pids) {
+    process.kill(pid, 'SIGHUP')
+    process.stdout.write(`sent SIGHUP to ${pid}\n`)
+  }
+  return 0
+}
+
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv)
   if (typeof args === 'string') {
@@ -117,12 +136,14 @@ async function main(argv: string[]): Promise<number> {
       return 0
     case 'run':
     case 'check':
+    case 'reload':
     case 'validate': {
       if (args.file === null) {
         process.stderr.write(`egressd ${args.command}: -c FILE is required\n${USAGE}\n`)
         return 2
       }
       if (args.command === 'validate') return validate(args.file)
+      if (args.command === 'reload') return reload(args.file)
       if (args.command === 'check') {
         if (args.names.length === 0) {
           process.stderr.write('egressd check: name at least one host name\n')

@@ -16,8 +16,8 @@ import { compilePolicy } from './policy/compile.js'
 import type { Policy } from './policy/match.js'
 import { SniProxy } from './sni/proxy.js'
 
-/** How long spliced TLS connections may finish after SIGTERM before they are cut. */
-const SHUTDOWN_GRACE_MS = 5_000
+/** Per-event lines (blocked queries and connections) beyond the limiters are summed up this often. */
+const SUPPRESSED_REPORT_MS = 10_000
 
 function version(): string {
   return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
@@ -49,6 +49,9 @@ export async function runDaemon(file: string): Promise<number> {
   const log = createLogger(config.log.level)
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
+  // prom-client exports these gauges with a _total suffix that promtool's lint rejects;
+  // nodejs_active_handles/requests/resources carry the same numbers without it.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name)
   const metrics = daemonMetrics(registry)
   const blocked = new BlockedNames(registry, config.metrics.blockedNamesMax)
   // The sink is created only when enabled: it needs CAP_NET_ADMIN and the nft tool.
@@ -144,15 +147,23 @@ export async function runDaemon(file: string): Promise<number> {
       log.info({ signal }, 'stopping')
       void notifySystemd('STOPPING=1')
       if (http) http.ready = false
-      void Promise.allSettled([sni.stop(SHUTDOWN_GRACE_MS), dns.stop()])
+      void Promise.allSettled([sni.stop(config.sni.shutdownGraceMs), dns.stop()])
         .then(() => Promise.allSettled([http?.stop(), firewall?.stop()]))
         .then(() => {
           process.off('SIGHUP', onHup)
+          clearInterval(suppressedTimer)
           log.info('stopped')
           log.flush?.()
           resolve(0)
         })
     }
+
+    const suppressedTimer = setInterval(() => {
+      const dnsLines = dns.takeSuppressedLogLines()
+      const sniLines = sni.logLimiter.takeSuppressed()
+      if (dnsLines + sniLines > 0) log.warn({ dns: dnsLines, sni: sniLines }, 'per-event log lines suppressed by the rate limit')
+    }, SUPPRESSED_REPORT_MS)
+    suppressedTimer.unref()
 
     process.on('SIGHUP', onHup)
     process.once('SIGTERM', () => onStop('SIGTERM'))

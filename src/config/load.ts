@@ -56,7 +56,7 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
   const rateKeys = r.map(dnsKeys.get('rate_limit'), 'dns.rate_limit', ['qps', 'burst'])
   const sniKeys = r.map(top.get('sni'), 'sni', [
     'listen', 'upstream_port', 'on_block', 'allow_private_destinations', 'max_client_hello_bytes',
-    'handshake_timeout_ms', 'connect_timeout_ms', 'idle_timeout_ms', 'max_connections',
+    'handshake_timeout_ms', 'connect_timeout_ms', 'idle_timeout_ms', 'max_connections', 'shutdown_grace_ms',
   ])
   const metricsKeys = r.map(top.get('metrics'), 'metrics', ['listen', 'blocked_names_max'])
   const firewallKeys = r.map(top.get('firewall'), 'firewall', ['nftables'])
@@ -110,6 +110,7 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
       connectTimeoutMs: r.int(sniKeys.get('connect_timeout_ms'), 'sni.connect_timeout_ms', 5_000, 100, 120_000),
       idleTimeoutMs: r.int(sniKeys.get('idle_timeout_ms'), 'sni.idle_timeout_ms', 0, 0, 86_400_000),
       maxConnections: r.int(sniKeys.get('max_connections'), 'sni.max_connections', 16_384, 1, 1_000_000),
+      shutdownGraceMs: r.int(sniKeys.get('shutdown_grace_ms'), 'sni.shutdown_grace_ms', 5_000, 0, 600_000),
     },
     metrics: {
       listen: metricsListen === undefined ? (parseHostPort('127.0.0.1:9153') as HostPort) : optionalHostPort(r, metricsListen, 'metrics.listen'),

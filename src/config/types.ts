@@ -53,6 +53,8 @@ export interface SniConfig {
   /** 0 = off: devices hold long-lived gRPC and MQTT streams. */
   readonly idleTimeoutMs: number
   readonly maxConnections: number
+  /** On SIGTERM, how long spliced connections may finish before they are cut. */
+  readonly shutdownGraceMs: number
 }
 
 export interface Config {

@@ -87,6 +87,7 @@ export function makeConfig(dns: DnsOverrides = {}, policy: readonly PolicyEntry[
       connectTimeoutMs: 5000,
       idleTimeoutMs: 0,
       maxConnections: 1000,
+      shutdownGraceMs: 1000,
     },
     metrics: { listen: null, blockedNamesMax: 100 },
     firewall: { nftables: { enabled: false, table: 'egressd', graceSeconds: 60 } },
