@@ -1,0 +1,261 @@
+/**
+ * The whole gateway, end to end, across three network namespaces made by this test:
+ *
+ *   device 192.168.77.2 ─ lan0 [gateway: built egressd + config/nftables/egressd.nft] wan0 ─ world
+ *
+ * The world (198.18.0.2 and 198.18.1.x, RFC 2544 benchmarking space, which egressd
+ * does not treat as private) runs an authoritative DNS server, two HTTPS servers with
+ * different certificates and bodies, and UDP responders that report every datagram.
+ * From the device, real dig, curl and openssl s_client show what a device would see.
+ * Nothing leaves the namespaces.
+ */
+import t, { type Test as Tap } from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createTestCa } from '../helpers/certs.js'
+import { listSet } from '../firewall/helpers.js'
+import { CLI, logMsg, spawnInNs, type JsonLine, type NsProcess } from './netns/process.js'
+import { awaitCounter, nftCounter, templateWithDefines } from './netns/ruleset.js'
+import { GATEWAY_LAN, GATEWAY_WAN, WORLD, Topology, inNs, missingPrerequisite, runInNs } from './netns/topology.js'
+
+const WORLD_SCRIPT = fileURLToPath(new URL('./netns/world.mjs', import.meta.url))
+const UDP_PROBE = fileURLToPath(new URL('./netns/udp-probe.mjs', import.meta.url))
+
+const ALLOWED_HOST = '198.18.1.10'
+const OTHER_HOST = '198.18.1.11'
+const NTP_POOL = '198.18.1.20'
+const NTP_OTHER = '198.18.1.21'
+const ALLOWED_BODY = 'hello from the real allowed.example'
+const OTHER_BODY = 'hello from other.example'
+
+const skip = await missingPrerequisite()
+if (skip) t.comment(`skipping the network-namespace gateway test: ${skip}`)
+
+t.test('a device behind the gateway reaches exactly the allowed names', { skip: skip ?? false }, async (t) => {
+  const stale = await Topology.reapStale()
+  if (stale.length > 0) t.comment(`removed namespaces left by a killed run: ${stale.join(', ')}`)
+  const topo = new Topology(process.pid)
+  const dir = mkdtempSync(join(tmpdir(), 'egressd-netns-'))
+  let world: NsProcess | null = null
+  let daemon: NsProcess | null = null
+  t.teardown(async () => {
+    await daemon?.stop()
+    await world?.stop(2000)
+    await topo.cleanup()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const { dev, gw } = topo.ns
+  await topo.build([ALLOWED_HOST, OTHER_HOST, NTP_POOL, NTP_OTHER])
+
+  // The fake internet.
+  const ca = createTestCa()
+  const file = (name: string, text: string) => {
+    const p = join(dir, name)
+    writeFileSync(p, text)
+    return p
+  }
+  const caFile = file('ca.pem', ca.cert)
+  const https = [
+    { host: ALLOWED_HOST, name: 'allowed.example', body: ALLOWED_BODY },
+    { host: OTHER_HOST, name: 'other.example', body: OTHER_BODY },
+  ].map(({ host, name, body }) => {
+    const leaf = ca.issue([name])
+    return { host, port: 443, certFile: file(`${name}.pem`, leaf.cert), keyFile: file(`${name}.key`, leaf.key), body }
+  })
+  const spec = {
+    dns: { host: WORLD, port: 53, zone: { 'allowed.example': ALLOWED_HOST, 'other.example': OTHER_HOST, 'ntp.example': NTP_POOL } },
+    https,
+    // 443/udp on the allowed host: where QUIC would land if the gateway let it through.
+    udp: [NTP_POOL, NTP_OTHER].map((host) => ({ host, port: 123 })).concat([{ host: ALLOWED_HOST, port: 443 }]),
+  }
+  world = spawnInNs(topo.ns.world, [WORLD_SCRIPT, file('world.json', JSON.stringify(spec))])
+  await world.waitFor((l) => l.ev === 'ready', 'world ready')
+  const events = (ev: string, pred: (l: JsonLine) => boolean = () => true) => world!.lines.filter((l) => l.ev === ev && pred(l))
+  /** The world reports on its own pipe: a client being done does not mean its line was read yet. */
+  const reported = (ev: string, n: number) => world!.waitFor(() => events(ev).length >= n, `${n} "${ev}" reports from the world`)
+
+  // The gateway: the shipped ruleset with its defines set, then the built daemon.
+  const ruleset = file(
+    'egressd.nft',
+    templateWithDefines({ DEVICE_IF: '"lan0"', WAN_IF: '"wan0"', EGRESSD_SNI_PORT: '8443', EGRESSD_DNS_PORT: '53' }),
+  )
+  await inNs(gw, 'nft', '-f', ruleset)
+  const config = file(
+    'egressd.yaml',
+    [
+      'dns:',
+      `  listen: ["${GATEWAY_LAN}:53", "127.0.0.1:53"]`,
+      `  upstreams: ["${WORLD}:53"]`,
+      '  clients: [192.168.77.0/24, 127.0.0.0/8]',
+      'sni:',
+      `  listen: ["${GATEWAY_LAN}:8443"]`,
+      '  upstream_port: 443',
+      '  allow_private_destinations: false',
+      'metrics:',
+      '  listen: "127.0.0.1:9153"',
+      'firewall:',
+      '  nftables:',
+      '    enabled: true',
+      '    table: egressd',
+      'allow: ["allowed.example", {name: "ntp.example", ports: [123/udp]}]',
+      '',
+    ].join('\n'),
+  )
+  daemon = spawnInNs(gw, [CLI, 'run', '-c', config])
+  await daemon.waitFor(logMsg('ready'), 'egressd ready')
+  t.ok(daemon.lines.some(logMsg('nftables sets ready')), 'the firewall sink found or made its sets')
+
+  const resolvConf = await topo.deviceResolvConf(GATEWAY_LAN)
+  if (!resolvConf) t.comment('/etc/netns is not writable: curl gets the address from dig through --resolve instead')
+
+  const dig = async (server: string, name: string) => {
+    const r = await runInNs(dev, ['dig', `@${server}`, name, 'A', '+tries=1', '+time=2'])
+    return { status: /status: ([A-Z]+)/.exec(r.stdout)?.[1] ?? 'none', addresses: [...r.stdout.matchAll(/^\S+\s+\d+\s+IN\s+A\s+(\S+)$/gm)].map((m) => m[1]), text: r.stdout }
+  }
+  const curl = (url: string, ...extra: string[]) =>
+    runInNs(dev, ['curl', '-sS', '--max-time', '5', '--cacert', caFile, '-w', '\n%{remote_ip}', ...extra, url])
+  const sClient = (connect: string, servername: string) =>
+    runInNs(dev, ['sh', '-c', `timeout 5 openssl s_client -connect ${connect} -servername ${servername} -CAfile ${caFile} </dev/null 2>&1`])
+  const udpSend = async (addr: string, port: number, text: string, waitMs: number) => {
+    const r = await runInNs(dev, [process.execPath, UDP_PROBE, 'send', addr, String(port), text, String(waitMs)])
+    if (r.code !== 0) throw new Error(`udp-probe failed (${r.code}): ${r.stderr}`)
+    return (JSON.parse(r.stdout) as { reply: string | null }).reply
+  }
+  const counter = (name: string) => nftCounter(gw, 'egressd', name)
+  const allow4 = async () => (await listSet(gw, 'egressd', 'allow4')).map((e) => e.key).sort()
+  /**
+   * A datagram that passes, sent after ones that must not: once its reply is back and
+   * the world reported it, everything sent before it along the same path has been
+   * decided, so "nothing else arrived" is an ordering fact, not a timing guess.
+   */
+  let markers = 0
+  const marker = async (t: Tap) => {
+    const text = `marker ${++markers}`
+    t.equal(await udpSend(NTP_POOL, 123, text, 3000), `pong ${text}`, `${text}: an allowed datagram passes afterwards`)
+    await world!.waitFor((l) => l.ev === 'udp' && l.data === text, text)
+  }
+
+  t.test('the world answers directly (so what the device misses below is the gateway)', async (t) => {
+    const r = await runInNs(gw, ['curl', '-sS', '--max-time', '5', '--cacert', caFile, '--resolve', `other.example:443:${OTHER_HOST}`, 'https://other.example/'])
+    t.equal(r.stdout, OTHER_BODY, `${OTHER_HOST} serves other.example`)
+    await reported('tcp', 1)
+    t.equal(events('tcp', (l) => l.server === OTHER_HOST).length, 1, 'and reports the connection')
+  })
+  const otherTcpBefore = () => events('tcp', (l) => l.server === OTHER_HOST).length
+
+  t.test('before any DNS answer, NTP to the pool address is dropped', async (t) => {
+    const dropped = await counter('dropped_forward')
+    t.equal(await udpSend(NTP_POOL, 123, 'too early', 300), null, 'no reply')
+    t.equal(await awaitCounter(gw, 'egressd', 'dropped_forward', dropped + 1), dropped + 1, 'counted in dropped_forward')
+    t.same(await allow4(), [], 'the allow set is empty')
+    t.equal(events('udp').length, 0, 'nothing reached the world')
+  })
+
+  t.test('the first NTP packet right after the DNS answer passes', async (t) => {
+    const r = await runInNs(dev, [process.execPath, UDP_PROBE, 'resolve-send', GATEWAY_LAN, 'ntp.example', '123', 'first', '3000'])
+    t.equal(r.code, 0, `the probe ran ${r.stderr}`)
+    t.same(JSON.parse(r.stdout), { rcode: 'NOERROR', address: NTP_POOL, reply: 'pong first' }, 'answered, and the datagram sent in the same tick got its reply')
+    await reported('udp', 1)
+    t.same(events('udp').map((l) => [l.server, l.port, l.data, l.from]), [[NTP_POOL, 123, 'first', GATEWAY_WAN]], 'the world saw exactly that datagram, masqueraded')
+    t.same(await allow4(), [`${NTP_POOL} . udp . 123`], 'one element, for the port of the rule that allowed the name')
+    const ntp = await dig(GATEWAY_LAN, 'ntp.example')
+    t.same([ntp.status, ntp.addresses], ['NOERROR', [NTP_POOL]], 'dig sees the same answer (from the cache)')
+  })
+
+  t.test('NTP to any other address, or another port of the pool address, is dropped', async (t) => {
+    const dropped = await counter('dropped_forward')
+    t.equal(await udpSend(NTP_OTHER, 123, 'elsewhere', 300), null, `no reply from ${NTP_OTHER}:123`)
+    t.equal(await udpSend(NTP_POOL, 124, 'other port', 300), null, `no reply from ${NTP_POOL}:124`)
+    t.equal(await awaitCounter(gw, 'egressd', 'dropped_forward', dropped + 2), dropped + 2, 'both counted in dropped_forward')
+    await marker(t)
+    t.same(events('udp', (l) => l.server === NTP_OTHER), [], `nothing reached ${NTP_OTHER}`)
+  })
+
+  t.test('QUIC (udp 443) is dropped, even to an allowed host', async (t) => {
+    const quic = await counter('dropped_quic')
+    t.equal(await udpSend(ALLOWED_HOST, 443, 'quic initial', 300), null, 'no reply')
+    t.equal(await awaitCounter(gw, 'egressd', 'dropped_quic', quic + 1), quic + 1, 'counted in dropped_quic')
+    await marker(t)
+    t.same(events('udp', (l) => l.port === 443), [], 'nothing reached udp 443 in the world')
+  })
+
+  t.test('DNS: allowed names resolve, blocked names are NXDOMAIN and never asked upstream', async (t) => {
+    const allowed = await dig(GATEWAY_LAN, 'allowed.example')
+    t.same([allowed.status, allowed.addresses], ['NOERROR', [ALLOWED_HOST]], 'allowed.example resolves to its real host')
+    t.ok((await allow4()).includes(`${ALLOWED_HOST} . tcp . 443`), 'and its address is in the allow set for 443/tcp')
+    t.equal((await dig(GATEWAY_LAN, 'other.example')).status, 'NXDOMAIN', 'other.example exists in the world but is blocked')
+    t.equal((await dig(GATEWAY_LAN, 'nothing.example')).status, 'NXDOMAIN', 'a name nobody has: NXDOMAIN too')
+    t.equal((await dig(WORLD, 'other.example')).status, 'NXDOMAIN', 'a hard-coded resolver is redirected to egressd too')
+    t.same(events('dns', (l) => l.name !== 'allowed.example' && l.name !== 'ntp.example'), [], 'the world was asked only for allowed names')
+    t.notOk((await allow4()).some((k) => k.startsWith(OTHER_HOST)), 'no element for the blocked name')
+  })
+
+  t.test('HTTPS to an allowed name goes through the redirect to its real host', async (t) => {
+    const extra = resolvConf ? [] : ['--resolve', `allowed.example:443:${(await dig(GATEWAY_LAN, 'allowed.example')).addresses[0]}`]
+    const seen = events('https').length
+    const r = await curl('https://allowed.example/', ...extra)
+    t.equal(r.code, 0, `curl succeeded ${r.stderr}`)
+    t.equal(r.stdout, `${ALLOWED_BODY}\n${ALLOWED_HOST}`, 'the body of the real host, at the address DNS gave')
+    await reported('https', seen + 1)
+    const https = events('https').slice(seen)
+    t.same(
+      https.map((l) => [l.server, l.servername, l.remote]),
+      [[ALLOWED_HOST, 'allowed.example', GATEWAY_WAN]],
+      'the world saw one TLS request for allowed.example, dialled by the gateway',
+    )
+    const s = await sClient(`${ALLOWED_HOST}:443`, 'allowed.example')
+    t.match(s.stdout, /Verify return code: 0 \(ok\)/, 'openssl s_client verifies the chain')
+    t.match(s.stdout, /subject=CN\s*=\s*allowed\.example/, "with allowed.example's certificate")
+  })
+
+  t.test('blocked names are reset', async (t) => {
+    if (resolvConf) {
+      const r = await curl('https://other.example/')
+      t.equal(r.code, 6, 'curl cannot even resolve a blocked name')
+    }
+    const r = await curl('https://other.example/', '--resolve', `other.example:443:${OTHER_HOST}`)
+    t.not(r.code, 0, 'curl fails')
+    t.match(r.stderr, /reset by peer/i, `with a reset (${r.stderr.trim()})`)
+    t.notMatch(r.stdout, OTHER_BODY, 'and no body')
+    const s = await sClient(`${OTHER_HOST}:443`, 'other.example')
+    t.not(s.code, 0, 'openssl s_client fails')
+    t.match(s.stdout, /errno=104|reset by peer/i, 'with a reset')
+    const nosuch = await sClient(`${ALLOWED_HOST}:443`, 'nothing.example')
+    t.match(nosuch.stdout, /errno=104|reset by peer/i, 'a blocked SNI to an allowed address: reset too')
+    t.equal(otherTcpBefore(), 1, `${OTHER_HOST} got no connection from the device`)
+  })
+
+  t.test('a hard-coded address with an allowed SNI reaches the real host of the name', async (t) => {
+    const seen = events('https').length
+    const r = await curl('https://allowed.example/', '--resolve', `allowed.example:443:${OTHER_HOST}`)
+    t.equal(r.code, 0, `curl succeeded ${r.stderr}`)
+    t.equal(r.stdout, `${ALLOWED_BODY}\n${OTHER_HOST}`, `curl dialled ${OTHER_HOST}, and the body came from allowed.example's host`)
+    await reported('https', seen + 1)
+    t.same(events('https').slice(seen).map((l) => l.server), [ALLOWED_HOST], 'the request landed on allowed.example')
+    const s = await sClient(`${OTHER_HOST}:443`, 'allowed.example')
+    t.match(s.stdout, /subject=CN\s*=\s*allowed\.example/, `openssl to ${OTHER_HOST} gets allowed.example's certificate`)
+    t.match(s.stdout, /Verify return code: 0 \(ok\)/, 'which verifies')
+    t.equal(otherTcpBefore(), 1, `${OTHER_HOST} itself never saw the device`)
+  })
+
+  t.test("egressd's metrics count what the device did", async (t) => {
+    const r = await runInNs(gw, ['curl', '-sS', '--max-time', '5', 'http://127.0.0.1:9153/metrics'])
+    const sample = (series: string) => {
+      const line = r.stdout.split('\n').find((l) => l.startsWith(series + ' '))
+      return line ? Number(line.slice(series.length + 1)) : NaN
+    }
+    t.equal(sample('egressd_sni_connections_total{verdict="allowed"}'), 4, 'curl and s_client, to the real and to a hard-coded address')
+    t.equal(sample('egressd_sni_connections_total{verdict="blocked"}'), 3, 'curl and s_client with blocked names')
+    t.equal(sample('egressd_blocked_total{protocol="sni",name="other.example"}'), 2, 'other.example twice by SNI')
+    // dig asked twice; curl's getaddrinfo asks for A and AAAA (glibc sends both, but
+    // may give up on the second once the first says NXDOMAIN).
+    const dnsBlocked = sample('egressd_blocked_total{protocol="dns",name="other.example"}')
+    if (resolvConf) t.ok(dnsBlocked === 3 || dnsBlocked === 4, `other.example blocked by DNS for dig twice and curl (${dnsBlocked})`)
+    else t.equal(dnsBlocked, 2, 'other.example blocked by DNS for dig twice')
+    t.notOk(sample('egressd_firewall_errors_total{reason="nft"}') > 0, 'no nft batch failed')
+    t.equal(await counter('dropped_input'), 0, 'nothing the device sent to the gateway itself was dropped')
+    t.equal(await counter('dropped_dns_bypass'), 0, 'no DNS escaped the redirect')
+  })
+})
