@@ -1,17 +1,27 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs'
+import { createReadStream, readFileSync } from 'node:fs'
+import { createInterface } from 'node:readline'
 import { domainToASCII } from 'node:url'
 import { ConfigErrors } from './errors.js'
+import { allGroups, groupOf } from './config/groups.js'
 import { loadConfig } from './config/load.js'
-import { compilePolicy } from './policy/compile.js'
-import { formatPort } from './policy/types.js'
+import { ipToBytes } from './config/net.js'
+import type { Cidr } from './config/types.js'
+import { GroupSet, type CompiledGroup } from './policy/groups.js'
+import { formatPort, type Rule } from './policy/types.js'
+import { Observations } from './suggest/observe.js'
+import { render } from './suggest/render.js'
 import { findDaemons } from './reload-command.js'
 
 const USAGE = `usage:
   egressd run -c FILE               run the daemon in the foreground (SIGHUP reloads, SIGTERM stops)
-  egressd check -c FILE [--json] NAME…
-                                    allow or block for each name, and the rule that decided
-                                    exit 0 all allowed, 1 any blocked, 2 bad configuration
+  egressd check -c FILE [--client IP] [--json] NAME…
+                                    allow, block or would_block (report) for each name, the group
+                                    (--client picks it; else the top-level policy) and the rule that
+                                    decided; exit 0 all allowed, 1 any blocked or would_block, 2 bad configuration
+  egressd suggest [-c FILE] [--threshold N] [LOGFILE|-]
+                                    read egressd's JSON logs (stdin by default) and print a proposed
+                                    allowlist per group as YAML; -c leaves out names FILE already allows
   egressd validate -c FILE          check a configuration; exit 0 valid, 2 with file:line:col lines
   egressd reload -c FILE            validate FILE, then SIGHUP every \`egressd run -c FILE\` on this host
                                     exit 0 signalled, 1 none running, 2 bad configuration
@@ -21,11 +31,13 @@ interface Args {
   command: string
   file: string | null
   json: boolean
+  client: string | null
+  threshold: number
   names: string[]
 }
 
 function parseArgs(argv: string[]): Args | string {
-  const args: Args = { command: '', file: null, json: false, names: [] }
+  const args: Args = { command: '', file: null, json: false, client: null, threshold: 5, names: [] }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
     if (a === '-c' || a === '--config') {
@@ -34,6 +46,15 @@ function parseArgs(argv: string[]): Args | string {
       args.file = v
     } else if (a.startsWith('--config=')) args.file = a.slice(9)
     else if (a === '--json') args.json = true
+    else if (a === '--client' || a.startsWith('--client=')) {
+      const v = a === '--client' ? argv[++i] : a.slice(9)
+      if (v === undefined) return '--client needs an IP address'
+      args.client = v
+    } else if (a === '--threshold' || a.startsWith('--threshold=')) {
+      const v = a === '--threshold' ? argv[++i] : a.slice(12)
+      if (v === undefined || !/^[0-9]{1,6}$/.test(v) || Number(v) < 2) return '--threshold needs a whole number of at least 2'
+      args.threshold = Number(v)
+    } else if (a === '-' && args.command !== '') args.names.push(a)
     else if (a === '-h' || a === '--help') args.command = 'help'
     else if (a === '-V' || a === '--version') args.command = 'version'
     else if (a === '--') args.names.push(...argv.slice(i + 1)), (i = argv.length)
@@ -62,47 +83,117 @@ function validate(file: string): number {
   try {
     const { config, warnings } = loadConfig(file)
     for (const w of warnings) process.stderr.write(w + '\n')
-    const policy = compilePolicy(config.policy)
+    const groups = GroupSet.compile(allGroups(config))
+    const policy = groups.default.policy
     process.stdout.write(`${file}: valid; ${policy.size} rules from ${config.policy.length} entries` +
-      (config.presets.length ? ` (presets: ${config.presets.join(', ')})` : '') + '\n')
+      (config.presets.length ? ` (presets: ${config.presets.join(', ')})` : '') +
+      (config.mode === 'report' ? '; mode report' : '') +
+      (groups.named ? `; groups: ${groups.groups.slice(0, -1).map((g) => `${g.name} (${g.policy.size} rules${g.mode === 'report' ? ', report' : ''})`).join(', ')}` : '') + '\n')
     return 0
   } catch (e) {
     return configFailure(e)
   }
 }
 
-function check(file: string, names: string[], json: boolean): number {
-  let policy
+function check(file: string, names: string[], json: boolean, client: string | null): number {
+  let groups: GroupSet
+  let group: CompiledGroup
+  let cidr: Cidr | null = null
   try {
-    policy = compilePolicy(loadConfig(file).config.policy)
+    const config = loadConfig(file).config
+    groups = GroupSet.compile(allGroups(config))
+    group = groups.default
+    if (client !== null) {
+      const bytes = ipToBytes(client)
+      if (bytes === null) {
+        process.stderr.write(`egressd check: --client "${client}" is not an IP address\n`)
+        return 2
+      }
+      const found = groupOf(config, bytes)
+      group = groups.byName(found.group.name)!
+      cidr = found.cidr
+    }
   } catch (e) {
     return configFailure(e)
+  }
+  if (!json && (client !== null || groups.named)) {
+    const why = cidr !== null
+      ? `client ${client} is in ${cidr.text} (group at ${group.config.source})`
+      : client !== null
+        ? `client ${client} is in no group's clients: the top-level policy`
+        : 'no --client given: the top-level policy'
+    process.stdout.write(`group\t${group.name}\t${why}${group.mode === 'report' ? '; mode report' : ''}\n`)
   }
   let anyBlocked = false
   for (const typed of names) {
     // Names are taken as typed; Unicode becomes punycode first (DESIGN.md). An
     // unconvertible name stays as typed and so matches nothing.
     const name = /^[\x00-\x7f]*$/.test(typed) ? typed : domainToASCII(typed) || typed
-    const rule = policy.match(name)
+    const rule = group.policy.match(name)
     const allowed = rule !== null && rule.action === 'allow'
-    const nodata = !allowed && policy.hasAllowedBelow(name)
+    const passed = !allowed && group.reports ? group.reportRule(name) : null
+    const nodata = !allowed && passed === null && group.policy.hasAllowedBelow(name)
+    // A name that passes only by report is not on the allowlist: it fails check like a block.
     anyBlocked ||= !allowed
-    const dns = allowed ? 'answer' : nodata ? 'nodata' : 'nxdomain'
+    const verdict = allowed ? 'allow' : passed !== null ? 'would_block' : 'block'
+    const dns = allowed || passed !== null ? 'answer' : nodata ? 'nodata' : 'nxdomain'
     if (json) {
       process.stdout.write(JSON.stringify({
-        name: typed, ascii: name, verdict: allowed ? 'allow' : 'block', dns,
+        name: typed, ascii: name, verdict, dns,
         rule: rule?.pattern ?? null, action: rule?.action ?? null, entry: rule?.entry ?? null,
-        source: rule?.source ?? null, ports: rule ? rule.ports.map(formatPort) : [],
+        source: rule?.source ?? null, ports: (allowed ? rule : passed)?.ports.map(formatPort) ?? [],
+        group: group.name, mode: group.mode, report: passed !== null,
+        report_rule: passed === null ? null : passed.id < 0 ? null : passed.pattern, report_source: passed?.source ?? null,
       }) + '\n')
       continue
     }
-    const why = rule === null
+    let why = rule === null
       ? 'no rule' + (nodata ? ' (answered NODATA: allowed names exist below it)' : '')
       : `${rule.action} ${rule.pattern}` + (rule.entry !== rule.pattern ? ` from "${rule.entry}"` : '') +
         ` at ${rule.source}` + (allowed ? ` ports ${rule.ports.map(formatPort).join(',')}` : '')
-    process.stdout.write(`${allowed ? 'allow' : 'block'}\t${typed}${name !== typed ? ` (${name})` : ''}\t${why}\n`)
+    if (passed !== null) why += `; let through by ${reportedBy(passed, group)}`
+    process.stdout.write(`${verdict}\t${typed}${name !== typed ? ` (${name})` : ''}\t${why}\n`)
   }
   return anyBlocked ? 1 : 0
+}
+
+function reportedBy(rule: Rule, group: CompiledGroup): string {
+  const ports = ` ports ${rule.ports.map(formatPort).join(',')}`
+  return rule.id < 0
+    ? `mode: report of group ${group.name}${ports}`
+    : `report entry ${rule.pattern}` + (rule.entry !== rule.pattern ? ` from "${rule.entry}"` : '') + ` at ${rule.source}${ports}`
+}
+
+/** `egressd suggest`: the configuration is optional; it only filters what is already allowed. */
+async function suggest(file: string | null, inputs: string[], threshold: number): Promise<number> {
+  if (inputs.length > 1) {
+    process.stderr.write('egressd suggest: one log file (or - for stdin)\n')
+    return 2
+  }
+  let groups: GroupSet | undefined
+  if (file !== null) {
+    try {
+      groups = GroupSet.compile(allGroups(loadConfig(file).config))
+    } catch (e) {
+      return configFailure(e)
+    }
+  }
+  const input = inputs[0] ?? '-'
+  const stream = input === '-' ? process.stdin : createReadStream(input)
+  const obs = new Observations()
+  try {
+    const lines = createInterface({ input: stream, crlfDelay: Infinity })
+    for await (const line of lines) obs.add(line)
+  } catch (e) {
+    process.stderr.write(`egressd suggest: cannot read ${input}: ${(e as Error).message}\n`)
+    return 2
+  }
+  process.stdout.write(render(obs, {
+    threshold,
+    input: input === '-' ? 'stdin' : input,
+    config: file !== null && groups !== undefined ? { file, groups } : undefined,
+  }))
+  return 0
 }
 
 /** Refuses to signal with a file that would fail to load: the daemon would keep its old policy anyway, silently. */
@@ -134,6 +225,8 @@ async function main(argv: string[]): Promise<number> {
     case 'version':
       process.stdout.write(version() + '\n')
       return 0
+    case 'suggest':
+      return suggest(args.file, args.names, args.threshold)
     case 'run':
     case 'check':
     case 'reload':
@@ -149,7 +242,7 @@ async function main(argv: string[]): Promise<number> {
           process.stderr.write('egressd check: name at least one host name\n')
           return 2
         }
-        return check(args.file, args.names, args.json)
+        return check(args.file, args.names, args.json, args.client)
       }
       const { runDaemon } = await import('./daemon.js')
       return runDaemon(args.file)

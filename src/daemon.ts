@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { ConfigErrors } from './errors.js'
+import { allGroups } from './config/groups.js'
 import { loadConfig } from './config/load.js'
 import { formatHostPort } from './config/net.js'
 import type { Config } from './config/types.js'
@@ -11,9 +12,9 @@ import { createLogger } from './log/logger.js'
 import { notifySystemd } from './log/sd-notify.js'
 import { BlockedNames } from './metrics/blocked-names.js'
 import { daemonMetrics } from './metrics/daemon-metrics.js'
+import { GroupDecisions } from './metrics/group-decisions.js'
 import { MetricsServer } from './metrics/server.js'
-import { compilePolicy } from './policy/compile.js'
-import type { Policy } from './policy/match.js'
+import { GroupSet } from './policy/groups.js'
 import { SniProxy } from './sni/proxy.js'
 
 /** Per-event lines (blocked queries and connections) beyond the limiters are summed up this often. */
@@ -33,13 +34,25 @@ function restartKey(config: Config): string {
   return JSON.stringify([config.dns.listen, config.sni.listen, config.metrics.listen, nft.enabled, nft.table])
 }
 
+/** Rules across the distinct compiled policies: groups sharing a list count it once. */
+function ruleCount(set: GroupSet): number {
+  const seen = new Set(set.groups.map((g) => g.policy))
+  let n = 0
+  for (const p of seen) n += p.size
+  return n
+}
+
+function groupSummary(set: GroupSet): string[] {
+  return set.groups.map((g) => (g.mode === 'report' ? `${g.name} (report)` : g.name))
+}
+
 /** `egressd run`: resolves with the exit code once the daemon has stopped. */
 export async function runDaemon(file: string): Promise<number> {
   let config: Config
-  let policy: Policy
+  let policy: GroupSet
   try {
     config = loadConfig(file).config
-    policy = compilePolicy(config.policy)
+    policy = GroupSet.compile(allGroups(config))
   } catch (e) {
     if (!(e instanceof ConfigErrors)) throw e
     for (const err of e.errors) process.stderr.write(err.message + '\n')
@@ -54,6 +67,8 @@ export async function runDaemon(file: string): Promise<number> {
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name)
   const metrics = daemonMetrics(registry)
   const blocked = new BlockedNames(registry, config.metrics.blockedNamesMax)
+  const decisions = new GroupDecisions(registry)
+  decisions.configure(policy.groups.map((g) => g.name))
   // The sink is created only when enabled: it needs CAP_NET_ADMIN and the nft tool.
   // Its add() never rejects; nft failures are counted and DNS goes on.
   const firewall = config.firewall.nftables.enabled ? new NftablesSink(config.firewall.nftables, { log, registry }) : null
@@ -61,13 +76,16 @@ export async function runDaemon(file: string): Promise<number> {
     log,
     registry,
     blocked,
+    decisions,
+    // Shared sets, keyed by destination only: an answer one group received opens its
+    // rule's ports for every device (docs/groups.md says why that is acceptable).
     onAllowedAnswer: firewall ? (name, rule, addresses) => firewall.add(name, rule, addresses) : undefined,
   })
-  const sni = new SniProxy(config, policy, { log, registry, blocked, resolver: dns.resolver })
+  const sni = new SniProxy(config, policy, { log, registry, blocked, resolver: dns.resolver, decisions })
   const http = config.metrics.listen ? new MetricsServer(registry, config.metrics.listen) : null
 
-  const noteLoaded = (c: Config, p: Policy): void => {
-    metrics.policyRules.set(p.size)
+  const noteLoaded = (c: Config, p: GroupSet): void => {
+    metrics.policyRules.set(ruleCount(p))
     metrics.lastReload.set(Date.now() / 1000)
     metrics.lastReloadSuccessful.set(1)
     metrics.info.reset()
@@ -90,7 +108,8 @@ export async function runDaemon(file: string): Promise<number> {
     sni: config.sni.listen.map(formatHostPort),
     metrics: config.metrics.listen ? formatHostPort(config.metrics.listen) : null,
     upstreams: config.dns.upstreams.map(formatHostPort),
-    rules: policy.size,
+    rules: ruleCount(policy),
+    groups: groupSummary(policy),
     version: version(),
   }, 'ready')
   await notifySystemd('READY=1')
@@ -102,7 +121,8 @@ export async function runDaemon(file: string): Promise<number> {
     const reload = async (): Promise<void> => {
       try {
         const next = loadConfig(file).config
-        const nextPolicy = compilePolicy(next.policy)
+        // Lists that did not change keep their compiled policy (content-keyed in GroupSet).
+        const nextPolicy = GroupSet.compile(allGroups(next), policy)
         if (restartKey(next) !== restartKey(config)) {
           log.warn('listen addresses or firewall.nftables enabled/table changed: they take effect only after a restart; everything else is applied now')
         }
@@ -110,6 +130,7 @@ export async function runDaemon(file: string): Promise<number> {
         // sees either the old policy or the new one, never a mix.
         dns.update(next, nextPolicy)
         sni.update(next, nextPolicy)
+        decisions.configure(nextPolicy.groups.map((g) => g.name))
         firewall?.update(next.firewall.nftables)
         blocked.resize(next.metrics.blockedNamesMax)
         log.level = next.log.level
@@ -117,7 +138,7 @@ export async function runDaemon(file: string): Promise<number> {
         policy = nextPolicy
         noteLoaded(config, policy)
         metrics.reloads.inc({ result: 'success' })
-        log.info({ rules: policy.size }, 'configuration reloaded')
+        log.info({ rules: ruleCount(policy), groups: groupSummary(policy) }, 'configuration reloaded')
       } catch (e) {
         metrics.reloads.inc({ result: 'failure' })
         metrics.lastReloadSuccessful.set(0)

@@ -9,7 +9,8 @@ import { DEFAULT_PORTS, type Action, type PolicyEntry, type PortSpec } from '../
 import { didYouMean } from './did-you-mean.js'
 import { parseCidr, parseHostPort } from './net.js'
 import { readResolvConf } from './resolv-conf.js'
-import type { Cidr, Config, HostPort } from './types.js'
+import { DEFAULT_REPORT_PORTS, groupWarnings } from './groups.js'
+import type { Cidr, Config, GroupConfig, GroupMode, HostPort } from './types.js'
 import { describe, YamlReader } from './yaml-reader.js'
 
 /** Shipped next to dist/ and src/: both are two levels below the package root. */
@@ -17,6 +18,9 @@ export const PRESETS_DIR = fileURLToPath(new URL('../../config/presets/', import
 
 const DEFAULT_CLIENTS = ['127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7']
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
+const MODES = ['enforce', 'report'] as const
+const GROUP_KEYS = ['name', 'clients', 'presets', 'allow', 'deny', 'mode', 'report', 'report_ports']
+
 
 export interface LoadOptions {
   /** Where `presets:` names are looked up; the shipped config/presets by default. */
@@ -46,7 +50,7 @@ export function loadConfig(file: string, options: LoadOptions = {}): LoadedConfi
 export function parseConfig(file: string, text: string, options: LoadOptions = {}): LoadedConfig {
   const r = new YamlReader(file, text)
   if (r.errors.length > 0) throw new ConfigErrors(r.errors)
-  const top = r.map(r.root, '', ['dns', 'sni', 'metrics', 'firewall', 'log', 'presets', 'allow', 'deny'])
+  const top = r.map(r.root, '', ['dns', 'sni', 'metrics', 'firewall', 'log', 'presets', 'allow', 'deny', 'mode', 'report', 'report_ports', 'groups'])
 
   const dnsKeys = r.map(top.get('dns'), 'dns', [
     'listen', 'upstreams', 'block_response', 'rebind_protection', 'rebind_exempt', 'clients',
@@ -67,12 +71,19 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
   let upstreams = hostPorts(r, upstreamsNode, 'dns.upstreams', [])
   if (upstreams.length === 0) upstreams = readResolvConf(options.resolvConf)
 
+  // Preset files are read once per configuration even when several groups name them.
+  const presetCache = new Map<string, PolicyEntry[]>()
   const presets = presetNames(r, top.get('presets'), options.presetsDir ?? PRESETS_DIR)
   const policy: PolicyEntry[] = []
-  for (const name of presets) policy.push(...loadPreset(name, options.presetsDir ?? PRESETS_DIR, r.errors))
+  for (const name of presets) policy.push(...loadPreset(name, options.presetsDir ?? PRESETS_DIR, r.errors, presetCache))
   policy.push(...entries(r, top.get('allow'), 'allow', 'allow'))
   policy.push(...entries(r, top.get('deny'), 'deny', 'deny'))
   const rebindExempt = entries(r, dnsKeys.get('rebind_exempt'), 'dns.rebind_exempt', 'allow')
+  const presetsDir = options.presetsDir ?? PRESETS_DIR
+  const mode: GroupMode = r.oneOf(top.get('mode'), 'mode', MODES, 'enforce')
+  const report = entries(r, top.get('report'), 'report', 'allow')
+  const reportPorts = top.has('report_ports') ? portList(r, top.get('report_ports'), 'report_ports') : DEFAULT_REPORT_PORTS
+  const groups = groupList(r, top.get('groups'), presetsDir, presetCache)
 
   const metricsListen = metricsKeys.get('listen')
   const config: Config = {
@@ -126,10 +137,70 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
     log: { level: r.oneOf(logKeys.get('level'), 'log.level', LOG_LEVELS, 'info') },
     presets,
     policy,
+    mode,
+    report,
+    reportPorts,
+    groups,
   }
   if (config.dns.rateLimit.qps > 0 && config.dns.rateLimit.burst < 1) r.error(rateKeys.get('burst'), 'dns.rate_limit.burst must be at least 1')
   if (r.errors.length > 0) throw new ConfigErrors(inFileOrder(r.errors))
-  return { config, warnings: findWarnings(policy).map((w) => `${policy[w.entryIndex]!.source}: warning: ${w.message}`) }
+  const warnings = findWarnings(policy).map((w) => `${policy[w.entryIndex]!.source}: warning: ${w.message}`)
+  for (const g of groups) {
+    for (const w of findWarnings(g.policy)) warnings.push(`${g.policy[w.entryIndex]!.source}: warning: group "${g.name}": ${w.message}`)
+  }
+  warnings.push(...groupWarnings(config))
+  return { config, warnings }
+}
+
+/**
+ * `groups:` items. Each is independent of the top-level policy (no inheritance: a
+ * group's list is exactly what it names, so `check --client` has one place to look).
+ */
+function groupList(r: YamlReader, node: Node | null | undefined, presetsDir: string, presetCache: Map<string, PolicyEntry[]>): GroupConfig[] {
+  const out: GroupConfig[] = []
+  const seen = new Map<string, string>()
+  r.list(node, 'groups').forEach((item, i) => {
+    if (!isMap(item)) {
+      r.error(item, `groups items are mappings with a name and clients, e.g. {name: sensors, clients: [10.1.0.0/24], allow: [...]}, not ${describe(item)}`)
+      return
+    }
+    const keys = r.map(item, 'groups[]', GROUP_KEYS)
+    const nameNode = keys.get('name')
+    let name = r.string(nameNode, 'groups[].name')
+    if (nameNode === undefined) r.error(item, `groups item ${i + 1} needs a name`)
+    if (name !== null) {
+      if (!/^[a-z0-9_-]{1,64}$/.test(name)) {
+        r.error(nameNode, `groups[].name "${name}" must be 1-64 of a-z 0-9 _ - (it becomes a metric label)`)
+      } else if (name === 'default') {
+        r.error(nameNode, 'groups[].name "default" is reserved: the top-level presets/allow/deny are the default group')
+      } else if (seen.has(name)) {
+        r.error(nameNode, `groups[].name "${name}" is already used at ${seen.get(name)}`)
+      } else seen.set(name, r.where(nameNode))
+    }
+    name ??= `#${i + 1}`
+    const path = `groups.${name}`
+    if (!keys.has('clients')) r.error(item, `${path} needs clients: [CIDR, …]; clients in no group get the top-level policy`)
+    const clients = cidrs(r, keys.get('clients'), `${path}.clients`, [])
+    if (keys.has('clients') && clients.length === 0 && r.list(keys.get('clients'), `${path}.clients`).length === 0) {
+      r.error(keys.get('clients'), `${path}.clients is empty: the group could never be chosen`)
+    }
+    const presets = presetNames(r, keys.get('presets'), presetsDir, `${path}.presets`)
+    const policy: PolicyEntry[] = []
+    for (const p of presets) policy.push(...loadPreset(p, presetsDir, r.errors, presetCache))
+    policy.push(...entries(r, keys.get('allow'), `${path}.allow`, 'allow'))
+    policy.push(...entries(r, keys.get('deny'), `${path}.deny`, 'deny'))
+    out.push({
+      name,
+      clients,
+      presets,
+      policy,
+      mode: r.oneOf(keys.get('mode'), `${path}.mode`, MODES, 'enforce'),
+      report: entries(r, keys.get('report'), `${path}.report`, 'allow'),
+      reportPorts: keys.has('report_ports') ? portList(r, keys.get('report_ports'), `${path}.report_ports`) : DEFAULT_REPORT_PORTS,
+      source: r.where(item),
+    })
+  })
+  return out
 }
 
 /** One address, or null (`listen: null` / `""`) to turn the listener off. */
@@ -190,11 +261,11 @@ export function knownPresets(dir: string): string[] {
   }
 }
 
-function presetNames(r: YamlReader, node: Node | null | undefined, dir: string): string[] {
+function presetNames(r: YamlReader, node: Node | null | undefined, dir: string, path = 'presets'): string[] {
   const known = knownPresets(dir)
   const out: string[] = []
-  for (const item of r.list(node, 'presets')) {
-    const name = r.string(item, 'presets')
+  for (const item of r.list(node, path)) {
+    const name = r.string(item, path)
     if (name === null) continue
     if (!known.includes(name)) {
       const hint = didYouMean(name, known)
@@ -206,7 +277,9 @@ function presetNames(r: YamlReader, node: Node | null | undefined, dir: string):
 }
 
 /** A preset file has the shape `{description, source, allow: [...]}`; errors point into it. */
-function loadPreset(name: string, dir: string, errors: ConfigError[]): PolicyEntry[] {
+function loadPreset(name: string, dir: string, errors: ConfigError[], cache: Map<string, PolicyEntry[]>): PolicyEntry[] {
+  const cached = cache.get(name)
+  if (cached !== undefined) return cached
   const file = join(dir, `${name}.yaml`)
   const pr = new YamlReader(file, readFileSync(file, 'utf8'))
   const keys = pr.map(pr.root, '', ['description', 'source', 'allow', 'deny'])
@@ -215,6 +288,7 @@ function loadPreset(name: string, dir: string, errors: ConfigError[]): PolicyEnt
     ...entries(pr, keys.get('deny'), 'deny', 'deny', `preset ${name}`),
   ]
   errors.push(...pr.errors)
+  cache.set(name, list)
   return list
 }
 

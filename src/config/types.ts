@@ -1,4 +1,4 @@
-import type { PolicyEntry } from '../policy/types.js'
+import type { PolicyEntry, PortSpec } from '../policy/types.js'
 
 /** `host:port`, IPv6 written `[::1]:5353`; `host` holds the bare address. */
 export interface HostPort {
@@ -78,4 +78,33 @@ export interface Config {
   readonly presets: readonly string[]
   /** allow and deny entries in order: presets first, then `allow`, then `deny`. */
   readonly policy: readonly PolicyEntry[]
+  /**
+   * The implicit group `default` (top-level `mode`, `report`, `report_ports`); its
+   * entries are `policy`. Optional so hand-built Configs (tests) stay valid: absent
+   * means enforce, no report entries. loadConfig always sets them.
+   */
+  readonly mode?: GroupMode
+  readonly report?: readonly PolicyEntry[]
+  readonly reportPorts?: readonly PortSpec[]
+  /** Named groups in file order; a client takes the first whose `clients` contain it. */
+  readonly groups?: readonly GroupConfig[]
+}
+
+export type GroupMode = 'enforce' | 'report'
+
+/** One `groups:` item (or the implicit `default`, built by `defaultGroup()` in groups.ts). */
+export interface GroupConfig {
+  readonly name: string
+  /** Empty for `default`, which takes every client no named group took. */
+  readonly clients: readonly Cidr[]
+  readonly presets: readonly string[]
+  /** presets, then allow, then deny: the same order as `Config.policy`. */
+  readonly policy: readonly PolicyEntry[]
+  readonly mode: GroupMode
+  /** Per-name report entries (action allow): a would-be block of a matching name passes as would_block. */
+  readonly report: readonly PolicyEntry[]
+  /** Ports the firewall sink opens for a name let through by `mode: report` without a report entry. */
+  readonly reportPorts: readonly PortSpec[]
+  /** `file:line:col` of the group's item; `file` for the default group. */
+  readonly source: string
 }

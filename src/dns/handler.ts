@@ -2,7 +2,9 @@ import type { Config } from '../config/types.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
+import { PROTO_DNS, V_ALLOWED, V_BLOCKED, V_WOULD_BLOCK, type GroupDecisions } from '../metrics/group-decisions.js'
 import { compilePolicy } from '../policy/compile.js'
+import { GroupSet, type CompiledGroup } from '../policy/groups.js'
 import type { Policy } from '../policy/match.js'
 import type { Rule } from '../policy/types.js'
 import type { StoredAnswer } from './cache.js'
@@ -59,12 +61,14 @@ class State {
   readonly acl: ClientAcl
   readonly limiter: RateLimiter | null
   readonly exempt: Policy | null
+  readonly groups: GroupSet
 
   constructor(
     readonly config: Config,
-    readonly policy: Policy,
+    policy: Policy | GroupSet,
     previous: State | null,
   ) {
+    this.groups = policy instanceof GroupSet ? policy : GroupSet.single(policy)
     this.acl = new ClientAcl(config.dns.clients)
     const rl = config.dns.rateLimit
     const old = previous?.limiter
@@ -96,17 +100,18 @@ export class QueryHandler {
 
   constructor(
     config: Config,
-    policy: Policy,
+    policy: Policy | GroupSet,
     readonly resolver: Resolver,
     private readonly metrics: DnsMetrics,
     private readonly log: Logger,
     private readonly blocked: BlockedNames,
     private readonly sink: AllowedAnswerSink | undefined,
+    private readonly decisions: GroupDecisions | null = null,
   ) {
     this.state = new State(config, policy, null)
   }
 
-  update(config: Config, policy: Policy): void {
+  update(config: Config, policy: Policy | GroupSet): void {
     this.state = new State(config, policy, this.state)
   }
 
@@ -149,12 +154,20 @@ export class QueryHandler {
       m.response(RCODE_REFUSED)
       return buildReply(q, info, RCODE_REFUSED, 0, null)
     }
-    const rule = st.policy.matchWire(q, 12)
-    if (rule === null || rule.action !== 'allow') return this.block(q, info, st, rule, client)
-
-    m.queries.inc(m.allowed)
-    if (this.log.isLevelEnabled('debug')) {
-      this.log.debug({ protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype), verdict: 'allowed', rule: rule.pattern }, 'dns query')
+    // Without named groups there is nothing to select: the hot path stays one field read.
+    const g = st.groups.named ? st.groups.select(client) : st.groups.default
+    let rule = g.policy.matchWire(q, 12)
+    if (rule === null || rule.action !== 'allow') {
+      const passed = g.reports ? g.reportRuleWire(q, 12) : null
+      if (passed === null) return this.block(q, info, st, g, rule, client)
+      this.wouldBlock(q, info, g, rule, passed, client)
+      rule = passed
+    } else {
+      m.queries.inc(m.allowed)
+      this.decisions?.inc(g.index, PROTO_DNS, V_ALLOWED)
+      if (this.log.isLevelEnabled('debug')) {
+        this.log.debug({ protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype), verdict: 'allowed', rule: rule.pattern, group: g.name }, 'dns query')
+      }
     }
     if (info.qtype === TYPE_ANY) {
       m.anyQueries.inc(0)
@@ -168,9 +181,10 @@ export class QueryHandler {
       return this.serve(hit, q, info, st, rule, client, viaTcp, false)
     }
     m.cacheMisses.inc(0)
+    const decided = rule
     const kept = Object.assign(new QueryInfo(), info)
     return this.resolver.fetch(key, q, kept, viaTcp).then(
-      (entry) => this.serve(entry, q, kept, this.state, rule, client, viaTcp, true),
+      (entry) => this.serve(entry, q, kept, this.state, decided, client, viaTcp, true),
       (err: { code?: string }) => {
         if (err.code === 'EOVERLOAD') m.overload.inc(0)
         m.response(RCODE_SERVFAIL)
@@ -179,22 +193,47 @@ export class QueryHandler {
     )
   }
 
-  private block(q: Buffer, info: QueryInfo, st: State, rule: Rule | null, client: string): Buffer {
+  private block(q: Buffer, info: QueryInfo, st: State, g: CompiledGroup, rule: Rule | null, client: string): Buffer {
     const m = this.metrics
     m.queries.inc(m.blocked)
+    this.decisions?.inc(g.index, PROTO_DNS, V_BLOCKED)
+    // NODATA vs NXDOMAIN follows the client's own group: what is allowed below the name for it.
     const rcode =
-      st.config.dns.blockResponse === 'refused' ? RCODE_REFUSED : st.policy.hasAllowedBelowWire(q, 12) ? RCODE_NOERROR : RCODE_NXDOMAIN
+      st.config.dns.blockResponse === 'refused' ? RCODE_REFUSED : g.policy.hasAllowedBelowWire(q, 12) ? RCODE_NOERROR : RCODE_NXDOMAIN
     m.response(rcode)
     const reply = buildReply(q, info, rcode, EDE_BLOCKED, TEXT_BLOCKED)
     const name = qnameText(q, info.qnameEnd, this.nameScratch)
     this.blocked.record('dns', name)
     if (this.blockLog.allow()) {
       this.log.info(
-        { protocol: 'dns', client, name, type: typeName(info.qtype), verdict: 'blocked', rule: rule?.pattern ?? null, reason: rule === null ? 'not_allowed' : 'denied' },
+        {
+          protocol: 'dns', client, name, type: typeName(info.qtype), verdict: 'blocked', rule: rule?.pattern ?? null,
+          reason: rule === null ? 'not_allowed' : 'denied', group: g.name, mode: g.mode,
+        },
         'dns query blocked',
       )
     }
     return reply
+  }
+
+  /**
+   * Report mode, or a report entry: the query is answered as if allowed (so the device
+   * really works, firewall elements included), and counted and logged as what enforce
+   * would have done. Not recorded in `blocked_total`: nothing was blocked.
+   */
+  private wouldBlock(q: Buffer, info: QueryInfo, g: CompiledGroup, rule: Rule | null, passed: Rule, client: string): void {
+    const m = this.metrics
+    m.queries.inc(m.wouldBlock)
+    this.decisions?.inc(g.index, PROTO_DNS, V_WOULD_BLOCK)
+    if (this.blockLog.allow()) {
+      this.log.info(
+        {
+          protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype), verdict: 'would_block',
+          rule: rule?.pattern ?? null, reason: rule === null ? 'not_allowed' : 'denied', group: g.name, mode: g.mode, report_rule: passed.pattern,
+        },
+        'dns query would be blocked',
+      )
+    }
   }
 
   /** The client's answer from a stored one: rebinding check, render, firewall sink. */

@@ -1,7 +1,8 @@
 import { Gauge, Histogram, type Registry } from 'prom-client'
 import { FastCounter } from '../metrics/fast-counter.js'
 
-export const VERDICTS = ['allowed', 'blocked', 'refused', 'malformed', 'rate_limited'] as const
+/** would_block: a name the group's policy blocks, let through by report mode or a report entry. */
+export const VERDICTS = ['allowed', 'blocked', 'refused', 'malformed', 'rate_limited', 'would_block'] as const
 export type Verdict = (typeof VERDICTS)[number]
 
 export const RCODES = ['noerror', 'formerr', 'servfail', 'nxdomain', 'notimp', 'refused', 'other'] as const
@@ -32,6 +33,7 @@ export class DnsMetrics {
   readonly refused: number
   readonly malformed: number
   readonly rateLimited: number
+  readonly wouldBlock: number
   /** Answers sent, by RCODE; slot = RCODE for 0..5, 6 for anything else. */
   readonly responses: FastCounter<(typeof RCODES)[number]>
   readonly cacheHits: FastCounter<never>
@@ -54,6 +56,7 @@ export class DnsMetrics {
     this.refused = this.queries.slot('refused')
     this.malformed = this.queries.slot('malformed')
     this.rateLimited = this.queries.slot('rate_limited')
+    this.wouldBlock = this.queries.slot('would_block')
     this.responses = new FastCounter(registry, 'egressd_dns_responses_total', 'DNS answers sent to clients by RCODE.', 'rcode', RCODES)
     this.cacheHits = new FastCounter(registry, 'egressd_dns_cache_hits_total', 'Allowed queries answered from the cache.', null, [])
     this.cacheMisses = new FastCounter(registry, 'egressd_dns_cache_misses_total', 'Allowed queries not in the cache.', null, [])

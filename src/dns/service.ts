@@ -3,6 +3,8 @@ import type { Registry } from 'prom-client'
 import type { Config } from '../config/types.js'
 import type { Logger } from '../log/logger.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
+import type { GroupDecisions } from '../metrics/group-decisions.js'
+import type { GroupSet } from '../policy/groups.js'
 import type { Policy } from '../policy/match.js'
 import type { Rule } from '../policy/types.js'
 import { QueryHandler } from './handler.js'
@@ -25,6 +27,8 @@ export interface DnsDeps {
    * Also called once per cache entry on a hit in the second half of its lifetime.
    */
   onAllowedAnswer?: (name: string, rule: Rule, addresses: readonly { address: string; family: 4 | 6; ttl: number }[]) => Promise<void> | void
+  /** `egressd_group_decisions_total`, shared with the SNI proxy; the daemon configures its groups. */
+  decisions?: GroupDecisions
   /** Clock for cache ages and TTLs (ms); tests inject one. */
   now?: () => number
 }
@@ -39,7 +43,7 @@ export class DnsService {
   private readonly handler: QueryHandler
   private readonly server: DnsServer
 
-  constructor(config: Config, policy: Policy, deps: DnsDeps) {
+  constructor(config: Config, policy: Policy | GroupSet, deps: DnsDeps) {
     let server: DnsServer | null = null
     let resolver: Resolver | null = null
     this.metrics = new DnsMetrics(deps.registry, {
@@ -49,7 +53,7 @@ export class DnsService {
       tcpConnections: () => server?.tcpConnections ?? 0,
     })
     resolver = this.resolver = new Resolver(config.dns, this.metrics, deps.now)
-    this.handler = new QueryHandler(config, policy, this.resolver, this.metrics, deps.log, deps.blocked, deps.onAllowedAnswer)
+    this.handler = new QueryHandler(config, policy, this.resolver, this.metrics, deps.log, deps.blocked, deps.onAllowedAnswer, deps.decisions ?? null)
     server = this.server = new DnsServer(config.dns.listen, this.handler, this.metrics, deps.log, config.dns)
   }
 
@@ -62,8 +66,8 @@ export class DnsService {
     return this.server.start()
   }
 
-  /** Reload: policy, ACL, rate limits, upstreams, cache limits; queries in flight finish as they began. */
-  update(config: Config, policy: Policy): void {
+  /** Reload: policy (or groups), ACL, rate limits, upstreams, cache limits; queries in flight finish as they began. */
+  update(config: Config, policy: Policy | GroupSet): void {
     this.resolver.configure(config.dns)
     this.handler.update(config, policy)
     this.server.limits = config.dns

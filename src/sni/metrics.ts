@@ -8,7 +8,8 @@ import { Gauge, Histogram, type Registry } from 'prom-client'
 import { FastCounter } from '../metrics/fast-counter.js'
 import type { HelloReason } from './client-hello.js'
 
-export const VERDICTS = ['allowed', 'blocked', 'malformed', 'timeout', 'upstream_error', 'overload'] as const
+/** would_block: blocked by the client's group policy, spliced anyway by report mode or a report entry. */
+export const VERDICTS = ['allowed', 'blocked', 'malformed', 'timeout', 'upstream_error', 'overload', 'would_block'] as const
 export type Verdict = (typeof VERDICTS)[number]
 
 /** Reader reasons, plus the proxy's own outcomes, in found/not-found pairs like Envoy's tls_inspector. */

@@ -18,6 +18,8 @@ import type { Config } from '../config/types.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
+import { PROTO_SNI, V_ALLOWED, V_BLOCKED, V_WOULD_BLOCK, type GroupDecisions } from '../metrics/group-decisions.js'
+import { GroupSet, type CompiledGroup } from '../policy/groups.js'
 import type { Rule } from '../policy/types.js'
 import { isPrivateIp } from '../dns/private-address.js'
 import { ClientHelloReader, type HelloReason } from './client-hello.js'
@@ -40,6 +42,8 @@ export interface SniDeps {
   resolver: SniResolver
   /** Shared with the DNS server if the daemon wants one budget; 100 lines/s of our own otherwise. */
   logLimiter?: LogLimiter
+  /** `egressd_group_decisions_total`, shared with the DNS service. */
+  decisions?: GroupDecisions
 }
 
 const RECORD_HEADER = 5
@@ -64,6 +68,8 @@ export class SniProxy {
   config: Config
   /** @internal read by connections */
   policy: SniPolicy
+  /** @internal read by connections: the client groups when `policy` is a GroupSet, else null. */
+  groups: GroupSet | null
   /** @internal */
   readonly deps: SniDeps
   /** @internal */
@@ -72,9 +78,11 @@ export class SniProxy {
   private stopping = false
   private drained: (() => void) | null = null
 
-  constructor(config: Config, policy: SniPolicy, deps: SniDeps) {
+  /** `policy`: a GroupSet decides per client group; a plain policy decides for everyone. */
+  constructor(config: Config, policy: SniPolicy | GroupSet, deps: SniDeps) {
     this.config = config
     this.policy = policy
+    this.groups = policy instanceof GroupSet ? policy : null
     this.deps = deps
     this.logLimiter = deps.logLimiter ?? new LogLimiter(100)
     this.metrics = new SniMetrics(deps.registry, () => this.connections.size)
@@ -113,9 +121,10 @@ export class SniProxy {
   }
 
   /** Reload: new policy and limits for new verdicts; listeners and open connections stay. */
-  update(config: Config, policy: SniPolicy): void {
+  update(config: Config, policy: SniPolicy | GroupSet): void {
     this.config = config
     this.policy = policy
+    this.groups = policy instanceof GroupSet ? policy : null
   }
 
   /**
@@ -169,6 +178,10 @@ class Connection {
   private dialer: Dialer | null = null
   private upstream: net.Socket | null = null
   private dialStart = 0
+  /** The client's group, once a hello has been judged (null without groups). */
+  private group: CompiledGroup | null = null
+  /** Let through by report mode or a report entry: counted would_block, not allowed. */
+  private reported = false
   private readonly onHelloData = (chunk: Buffer): void => this.helloData(chunk)
   private readonly onHelloEnd = (): void => this.reject('incomplete', null)
 
@@ -191,7 +204,7 @@ class Connection {
       this.count('malformed')
       this.proxy.metrics.hello.incLabel('incomplete')
     } else if (this.phase === PHASE_DIAL) {
-      this.count('allowed')
+      this.count(this.reported ? 'would_block' : 'allowed')
     }
     this.phase = PHASE_DONE
     this.upstream?.resetAndDestroy()
@@ -239,17 +252,37 @@ class Connection {
     metrics.hello.incLabel('sni_found')
     const name = result.serverName
     this.name = name
-    const rule = this.proxy.policy.match(name)
-    if (rule === null || rule.action !== 'allow') {
-      this.proxy.deps.blocked.record('sni', name)
-      this.count('blocked')
-      this.logBlocked('blocked', name, rule, 'policy')
-      this.refuse(ALERT_ACCESS_DENIED)
-      return
-    }
+    const groups = this.proxy.groups
+    const g = groups === null ? null : groups.select(this.client.remoteAddress ?? '')
+    this.group = g
+    const rule = g === null ? this.proxy.policy.match(name) : g.policy.match(name)
     const log = this.proxy.deps.log
-    if (log.isLevelEnabled('debug')) {
-      log.debug({ protocol: 'sni', client: this.client.remoteAddress, name, rule: rule.entry, ech: result.ech }, 'allowed')
+    if (rule === null || rule.action !== 'allow') {
+      const passed = g !== null && g.reports ? g.reportRule(name) : null
+      if (passed === null) {
+        this.proxy.deps.blocked.record('sni', name)
+        this.count('blocked')
+        this.decide(V_BLOCKED)
+        this.logBlocked('blocked', name, rule, 'policy')
+        this.refuse(ALERT_ACCESS_DENIED)
+        return
+      }
+      this.reported = true
+      this.decide(V_WOULD_BLOCK)
+      if (this.proxy.logLimiter.allow()) {
+        log.info(
+          {
+            protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict: 'would_block', rule: rule?.entry ?? null,
+            reason: 'policy', group: g!.name, mode: g!.mode, report_rule: passed.entry,
+          },
+          'would be blocked',
+        )
+      }
+    } else {
+      this.decide(V_ALLOWED)
+      if (log.isLevelEnabled('debug')) {
+        log.debug({ protocol: 'sni', client: this.client.remoteAddress, name, verdict: 'allowed', rule: rule.entry, ech: result.ech, group: g?.name ?? 'default' }, 'allowed')
+      }
     }
     this.phase = PHASE_DIAL
     this.dialStart = performance.now()
@@ -267,7 +300,13 @@ class Connection {
     this.proxy.metrics.hello.incLabel(reason === 'timeout' || reason === 'incomplete' ? reason : helloOutcome(reason))
     const verdict: Verdict =
       reason === 'timeout' ? 'timeout' : reason === 'ip_literal' || reason === 'bad_name' ? 'blocked' : 'malformed'
-    if (verdict === 'blocked') this.proxy.deps.blocked.record('sni', name ?? '_invalid')
+    if (verdict === 'blocked') {
+      this.proxy.deps.blocked.record('sni', name ?? '_invalid')
+      // IP literals and bad names are blocked whatever the group's mode: there is no name to dial.
+      const groups = this.proxy.groups
+      if (groups !== null) this.group = groups.select(this.client.remoteAddress ?? '')
+      this.decide(V_BLOCKED)
+    }
     this.count(verdict)
     this.logBlocked(verdict, name, null, reason)
     let alert = 0
@@ -348,7 +387,7 @@ class Connection {
     this.upstream = upstream
     const metrics = this.proxy.metrics
     metrics.connectSeconds.observe((performance.now() - this.dialStart) / 1000)
-    this.count('allowed')
+    this.count(this.reported ? 'would_block' : 'allowed')
     const bytes = metrics.bytes
     const up = metrics.upstreamSlot
     const down = metrics.downstreamSlot
@@ -406,7 +445,7 @@ class Connection {
     if (this.phase === PHASE_HELLO) this.reject('incomplete', null)
     if (this.phase === PHASE_DIAL) {
       // The client left while we dialled; the name was allowed and nothing failed upstream.
-      this.count('allowed')
+      this.count(this.reported ? 'would_block' : 'allowed')
       this.phase = PHASE_DONE
     }
     this.dialer?.cancel()
@@ -418,10 +457,20 @@ class Connection {
     this.proxy.metrics.connections.incLabel(verdict)
   }
 
+  /** One per judged hello, in the client's group (`default` without groups). */
+  private decide(verdict: number): void {
+    this.proxy.deps.decisions?.inc(this.group?.index ?? 0, PROTO_SNI, verdict)
+  }
+
   private logBlocked(verdict: Verdict, name: string | null, rule: Rule | null, reason: string): void {
     if (!this.proxy.logLimiter.allow()) return
+    // Timeouts and malformed hellos are logged before any verdict chose a group: look it up for the line.
+    const g = this.group ?? this.proxy.groups?.select(this.client.remoteAddress ?? '') ?? null
     this.proxy.deps.log.info(
-      { protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict, rule: rule?.entry ?? null, reason },
+      {
+        protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict, rule: rule?.entry ?? null, reason,
+        group: g?.name ?? 'default', mode: g?.mode ?? 'enforce',
+      },
       verdict === 'upstream_error' ? 'upstream unreachable' : 'blocked',
     )
   }
