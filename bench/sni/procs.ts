@@ -5,8 +5,7 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { readFileSync, readdirSync } from 'node:fs'
-import { createSocket } from 'node:dgram'
-import { createConnection, createServer } from 'node:net'
+import { createConnection } from 'node:net'
 
 export interface Child {
   readonly name: string
@@ -145,23 +144,5 @@ export async function waitForPort(port: number, child: Child, timeoutMs = 15_000
   throw new Error(`${child.name} did not listen on ${port} within ${timeoutMs} ms: ${child.output().slice(-2000)}`)
 }
 
-/** A TCP port free on 127.0.0.1 right now (for UDP too). */
-export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = createServer()
-      s.once('error', reject)
-      s.listen(0, '127.0.0.1', () => {
-        const p = (s.address() as { port: number }).port
-        s.close(() => resolve(p))
-      })
-    })
-    const udpFree = await new Promise<boolean>((resolve) => {
-      const u = createSocket('udp4')
-      u.once('error', () => resolve(false))
-      u.bind(port, '127.0.0.1', () => u.close(() => resolve(true)))
-    })
-    if (udpFree) return port
-  }
-  throw new Error('no free port')
-}
+/** One implementation for every benchmark: a port free on 127.0.0.1 for TCP and UDP. */
+export { freePort } from '../dns/servers.js'

@@ -50,6 +50,20 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   throw new Error('no free port')
 }
 
+/**
+ * Daemons still running when the test process ends (a tap timeout, a crash) are
+ * killed, so none outlives its test holding ports.
+ */
+const live = new Set<ChildProcess>()
+function killLive(): void {
+  for (const p of live) p.kill('SIGKILL')
+}
+process.once('exit', killLive)
+process.once('SIGTERM', () => {
+  killLive()
+  process.exit(143)
+})
+
 /** Writes `configText` to a temp file and starts `egressd run -c` on it. */
 export function startDaemon(configText: string, args: string[] = []): RunningDaemon {
   const dir = mkdtempSync(join(tmpdir(), 'egressd-e2e-'))
@@ -83,7 +97,13 @@ export function startDaemon(configText: string, args: string[] = []): RunningDae
       }
     }
   })
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+  live.add(proc)
+  const exited = new Promise<number | null>((resolve) =>
+    proc.once('exit', (code) => {
+      live.delete(proc)
+      resolve(code)
+    }),
+  )
   return {
     proc,
     file,
