@@ -9,8 +9,8 @@ import {
   F_INNER_CHILDREN,
   F_LEAF_CHILDREN,
   F_USED,
-  hashLabelBytes,
   hashLabelText,
+  labelHashBytes,
   INLINE_BYTES,
   MAX_LOAD,
   N_EXACT,
@@ -19,6 +19,8 @@ import {
   N_LEN,
   N_PARENT,
   N_WILD,
+  nodeHash,
+  packWord,
   ROOT,
   STRIDE,
   type CompiledTrie,
@@ -112,25 +114,25 @@ class TrieBuilder {
     const innerSize = Math.max(16, Math.ceil(innerCount / MAX_LOAD))
     const leafSize = Math.max(16, Math.ceil((count - innerCount) / MAX_LOAD))
     const out = new Int32Array((innerSize + leafSize) * STRIDE)
-    const outBytes = new Uint8Array(out.buffer)
     let long = 0
     for (let n = 1; n < count; n++) {
       const len = src[n * B_STRIDE + B_LEN]! & 0xff
-      if (len > INLINE_BYTES) long += len
+      if (len > INLINE_BYTES) long += (len + 3) >> 2
     }
-    const labels = new Uint8Array(long)
-    let labelsUsed = 0
+    const labelWords = new Int32Array(long)
+    let wordsUsed = 0
     const slotOf = new Int32Array(count)
     out[ROOT * STRIDE + N_PARENT] = -1
     out[ROOT * STRIDE + N_LEN] = F_USED | (src[B_LEN]! & F_ALLOWED_BELOW)
     slotOf[0] = ROOT
+    const bytes = this.labels
     for (let n = 1; n < count; n++) {
       const s = n * B_STRIDE
       const parent = slotOf[src[s + B_PARENT]!]!
       const lenFlags = src[s + B_LEN]!
       const len = lenFlags & 0xff
       const labelAt = src[s + B_LABEL]!
-      const h = hashLabelBytes(parent, this.labels, labelAt, len)
+      const h = nodeHash(parent, labelHashBytes(bytes, labelAt, len))
       const isInner = inner[n] === 1
       const base = isInner ? 0 : innerSize
       const size = isInner ? innerSize : leafSize
@@ -142,20 +144,22 @@ class TrieBuilder {
       out[b + N_LEN] = out[b + N_LEN]! | lenFlags | F_USED
       out[b + N_EXACT] = src[s + B_EXACT]!
       out[b + N_WILD] = src[s + B_WILD]!
-      if (len <= INLINE_BYTES) {
-        outBytes.set(this.labels.subarray(labelAt, labelAt + len), (b + N_LABEL) * 4)
-      } else {
-        out[b + N_LABEL] = labelsUsed
-        labels.set(this.labels.subarray(labelAt, labelAt + len), labelsUsed)
-        labelsUsed += len
+      let dst: Int32Array = out
+      let at = b + N_LABEL
+      if (len > INLINE_BYTES) {
+        out[b + N_LABEL] = wordsUsed
+        dst = labelWords
+        at = wordsUsed
+        wordsUsed += (len + 3) >> 2
       }
+      for (let q = 0; q < len; q += 4) dst[at + (q >> 2)] = packWord(bytes, labelAt + q, Math.min(4, len - q))
       const pb = parent * STRIDE + N_LEN
       out[pb] = out[pb]! | (isInner ? F_INNER_CHILDREN : F_LEAF_CHILDREN)
       slotOf[n] = slot
     }
     const ruleRef = this.ruleRef.slice(0, this.ruleCount)
     for (let id = 0; id < ruleRef.length; id++) ruleRef[id] = (slotOf[ruleRef[id]! >> 1]! << 1) | (ruleRef[id]! & 1)
-    return { nodes: out, innerSize, leafSize, labels, ruleEntry: this.ruleEntry.slice(0, this.ruleCount), ruleRef }
+    return { nodes: out, innerSize, leafSize, labelWords, ruleEntry: this.ruleEntry.slice(0, this.ruleCount), ruleRef }
   }
 
   /** Marks `node` and its ancestors; stops at the first already marked, whose ancestors are. */

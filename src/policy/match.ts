@@ -1,7 +1,9 @@
 /**
  * Lookups in the compiled suffix trie (layout in trie.ts, built by compile.ts). Reads
- * the typed arrays only: no split, no Buffer decoding, no allocation per lookup. Names
- * are walked from the last label to the first, case-folded byte by byte.
+ * the typed arrays only: no split, no Buffer decoding, no allocation per lookup. One
+ * forward pass validates the name and case-folds it into packed label words and
+ * parent-independent label hashes (scanText/scanWire); the walk then goes from the last
+ * label to the first, mixing in the parent slot and comparing words, not bytes.
  *
  * Deciding rule: the most specific matching deny if any (deny beats allow whatever the
  * specificity), else the most specific matching allow, else none. Walking from the TLD
@@ -44,27 +46,29 @@ export class Policy {
   readonly size: number
 
   private readonly nodes: Int32Array
-  /** The same memory as `nodes`, for the inline label bytes. */
-  private readonly nodeBytes: Uint8Array
   /** Region sizes in records; a hash h goes to slot base + ⌊h × size / 2³²⌋ of its region. */
   private readonly innerSize: number
   private readonly innerScale: number
   private readonly leafSize: number
   private readonly leafScale: number
-  private readonly labels: Uint8Array
+  private readonly labelWords: Int32Array
   private readonly ruleRef: Int32Array
-  /** Label start offsets of the wire name being matched; 127 labels fit in 255 bytes. */
-  private readonly wireLabels = new Int32Array(128)
+  /**
+   * The name being matched, from the one forward pass that validates it: per label k,
+   * keys[4k] its label hash (trie.ts), keys[4k+1] its length, keys[4k+2] the index of
+   * its packed words in `words`. 127 labels fit in 255 bytes, their words in 191.
+   */
+  private readonly keys = new Int32Array(128 * 4)
+  private readonly words = new Int32Array(256)
 
   /** Built by compilePolicy; not meant to be called elsewhere. */
   constructor(trie: CompiledTrie, entries: readonly PolicyEntry[]) {
     this.nodes = trie.nodes
-    this.nodeBytes = new Uint8Array(trie.nodes.buffer, trie.nodes.byteOffset, trie.nodes.byteLength)
     this.innerSize = trie.innerSize
     this.innerScale = trie.innerSize / 4294967296
     this.leafSize = trie.leafSize
     this.leafScale = trie.leafSize / 4294967296
-    this.labels = trie.labels
+    this.labelWords = trie.labelWords
     this.ruleRef = trie.ruleRef
     const rules: Rule[] = []
     for (let id = 0; id < trie.ruleEntry.length; id++) rules.push(new CompiledRule(id, entries[trie.ruleEntry[id]!]!, this))
@@ -77,45 +81,8 @@ export class Policy {
     let end = name.length
     if (end !== 0 && name.charCodeAt(end - 1) === DOT) end--
     if (end === 0 || end > MAX_NAME) return null
-    const nodes = this.nodes
-    let node = ROOT
-    let allow = 0
-    let deny = 0
-    let i = end // exclusive end of the current label
-    for (;;) {
-      let h = Math.imul(node ^ HASH_SEED, HASH_GOLDEN)
-      let j = i - 1
-      for (; j >= 0; j--) {
-        const c = name.charCodeAt(j)
-        if (c === DOT) break
-        const f = c < 0x80 ? FOLD[c]! : 0
-        if (f === 0) return null
-        h = Math.imul(h ^ f, HASH_PRIME)
-      }
-      const len = i - 1 - j
-      if (len === 0 || len > MAX_LABEL) return null
-      // A label remains below `node`, so its wildcard applies whatever comes next.
-      const w = nodes[node * STRIDE + N_WILD]!
-      if (w > 0) allow = w
-      else if (w < 0) deny = -w
-      h ^= h >>> 16
-      h = Math.imul(h, HASH_MIX)
-      h ^= h >>> 13
-      const child = this.findText(h, node, name, j + 1, len)
-      if (child < 0) {
-        if (j >= 0 && !validTextLabels(name, j)) return null
-        break
-      }
-      node = child
-      if (j < 0) {
-        const e = nodes[node * STRIDE + N_EXACT]!
-        if (e > 0) allow = e
-        else if (e < 0) deny = -e
-        break
-      }
-      i = j
-    }
-    return deny !== 0 ? this.rules[deny - 1]! : allow !== 0 ? this.rules[allow - 1]! : null
+    const n = this.scanText(name, end)
+    return n < 0 ? null : this.decide(n)
   }
 
   /**
@@ -124,40 +91,7 @@ export class Policy {
    */
   matchWire(buf: Uint8Array, offset: number): Rule | null {
     const n = this.scanWire(buf, offset)
-    if (n <= 0) return null
-    const nodes = this.nodes
-    const offs = this.wireLabels
-    let node = ROOT
-    let allow = 0
-    let deny = 0
-    for (let k = n - 1; k >= 0; k--) {
-      const start = offs[k]!
-      const len = buf[start - 1]!
-      let h = Math.imul(node ^ HASH_SEED, HASH_GOLDEN)
-      for (let p = start + len - 1; p >= start; p--) {
-        const f = FOLD[buf[p]!]!
-        if (f === 0) return null
-        h = Math.imul(h ^ f, HASH_PRIME)
-      }
-      const w = nodes[node * STRIDE + N_WILD]!
-      if (w > 0) allow = w
-      else if (w < 0) deny = -w
-      h ^= h >>> 16
-      h = Math.imul(h, HASH_MIX)
-      h ^= h >>> 13
-      const child = this.findWire(h, node, buf, start, len)
-      if (child < 0) {
-        if (k > 0 && !validWireLabels(buf, offs, k)) return null
-        break
-      }
-      node = child
-      if (k === 0) {
-        const e = nodes[node * STRIDE + N_EXACT]!
-        if (e > 0) allow = e
-        else if (e < 0) deny = -e
-      }
-    }
-    return deny !== 0 ? this.rules[deny - 1]! : allow !== 0 ? this.rules[allow - 1]! : null
+    return n <= 0 ? null : this.decide(n)
   }
 
   /**
@@ -169,55 +103,13 @@ export class Policy {
     let end = name.length
     if (end !== 0 && name.charCodeAt(end - 1) === DOT) end--
     if (end > MAX_NAME) return false
-    const nodes = this.nodes
-    let node = ROOT
-    let i = end
-    while (i > 0) {
-      let h = Math.imul(node ^ HASH_SEED, HASH_GOLDEN)
-      let j = i - 1
-      for (; j >= 0; j--) {
-        const c = name.charCodeAt(j)
-        if (c === DOT) break
-        const f = c < 0x80 ? FOLD[c]! : 0
-        if (f === 0) return false
-        h = Math.imul(h ^ f, HASH_PRIME)
-      }
-      const len = i - 1 - j
-      if (len === 0 || len > MAX_LABEL) return false
-      h ^= h >>> 16
-      h = Math.imul(h, HASH_MIX)
-      h ^= h >>> 13
-      node = this.findText(h, node, name, j + 1, len)
-      if (node < 0) return false
-      if (j < 0) break
-      // A dot at 0 leaves an empty first label.
-      if (j === 0) return false
-      i = j
-    }
-    return (nodes[node * STRIDE + N_LEN]! & F_ALLOWED_BELOW) !== 0
+    const n = end === 0 ? 0 : this.scanText(name, end)
+    return n >= 0 && this.allowedBelow(n)
   }
 
   hasAllowedBelowWire(buf: Uint8Array, offset: number): boolean {
     const n = this.scanWire(buf, offset)
-    if (n < 0) return false
-    const offs = this.wireLabels
-    let node = ROOT
-    for (let k = n - 1; k >= 0; k--) {
-      const start = offs[k]!
-      const len = buf[start - 1]!
-      let h = Math.imul(node ^ HASH_SEED, HASH_GOLDEN)
-      for (let p = start + len - 1; p >= start; p--) {
-        const f = FOLD[buf[p]!]!
-        if (f === 0) return false
-        h = Math.imul(h ^ f, HASH_PRIME)
-      }
-      h ^= h >>> 16
-      h = Math.imul(h, HASH_MIX)
-      h ^= h >>> 13
-      node = this.findWire(h, node, buf, start, len)
-      if (node < 0) return false
-    }
-    return (this.nodes[node * STRIDE + N_LEN]! & F_ALLOWED_BELOW) !== 0
+    return n >= 0 && this.allowedBelow(n)
   }
 
   /** The normalized pattern of a rule, rebuilt from the trie (kept out of the heap at 1 M rules). */
@@ -228,10 +120,10 @@ export class Policy {
     while (node !== ROOT) {
       const b = node * STRIDE
       const len = this.nodes[b + N_LEN]! & LEN_MASK
-      const bytes = len <= INLINE_BYTES ? this.nodeBytes : this.labels
-      const at = len <= INLINE_BYTES ? (b + N_LABEL) * 4 : this.nodes[b + N_LABEL]!
+      const words = len <= INLINE_BYTES ? this.nodes : this.labelWords
+      const at = len <= INLINE_BYTES ? b + N_LABEL : this.nodes[b + N_LABEL]!
       if (s.length > 0) s += '.'
-      s += String.fromCharCode(...bytes.subarray(at, at + len))
+      for (let q = 0; q < len; q++) s += String.fromCharCode((words[at + (q >> 2)]! >>> (8 * (q & 3))) & 0xff)
       node = this.nodes[b + N_PARENT]!
     }
     return s
@@ -242,51 +134,160 @@ export class Policy {
   }
 
   /**
-   * Forward pass over the length bytes: records label starts in `wireLabels` and
-   * returns how many, or -1 on a pointer, an extended label type, a label running past
-   * the buffer, a missing root byte or a name over 255 bytes.
+   * The one pass over a text name `name[0, end)`: checks every label (1–63 valid chars)
+   * and fills `keys`/`words`; the number of labels, or -1 if the name is invalid.
+   * Validating up front replaced a second pass over the labels left below a miss.
+   */
+  private scanText(name: string, end: number): number {
+    const keys = this.keys
+    const words = this.words
+    // FOLD is an imported binding; a local saved ~15 ns per lookup (scan alone, micro-benchmark).
+    const fold = FOLD
+    let n = 0
+    let wo = 0
+    let i = 0
+    for (;;) {
+      const start = i
+      const kb = n << 2
+      keys[kb + 2] = wo
+      let h = HASH_SEED
+      let cur = 0
+      let shift = 0
+      for (; i < end; i++) {
+        const c = name.charCodeAt(i)
+        // FOLD maps the dot to 0 too: one test per valid char.
+        const f = c < 0x80 ? fold[c]! : 0
+        if (f === 0) {
+          if (c === DOT) break
+          return -1
+        }
+        cur |= f << shift
+        shift += 8
+        if (shift === 32) {
+          words[wo++] = cur
+          h = Math.imul(h ^ cur, HASH_PRIME)
+          cur = 0
+          shift = 0
+        }
+      }
+      const len = i - start
+      if (len === 0 || len > MAX_LABEL) return -1
+      if (shift !== 0) {
+        words[wo++] = cur
+        h = Math.imul(h ^ cur, HASH_PRIME)
+      }
+      keys[kb] = h ^ len
+      keys[kb + 1] = len
+      n++
+      if (i === end) return n
+      i++ // the dot
+    }
+  }
+
+  /**
+   * The same pass over a wire name: the number of labels, or -1 on a pointer, an
+   * extended label type, a label running past the buffer, a missing root byte, a name
+   * over 255 bytes or an invalid byte.
    */
   private scanWire(buf: Uint8Array, offset: number): number {
-    const offs = this.wireLabels
+    const keys = this.keys
+    const words = this.words
+    const fold = FOLD
     const limit = buf.length
     if (!(offset >= 0 && offset < limit) || (offset | 0) !== offset) return -1
     let p = offset
     let n = 0
+    let wo = 0
     for (;;) {
       const len = buf[p]!
       if (len === 0) return n
       if (len > MAX_LABEL) return -1
-      const start = p + 1
-      p = start + len
+      let q = p + 1
+      p = q + len
       // p is where the next length byte must be, and the root byte still follows.
       if (p >= limit || p - offset >= MAX_WIRE) return -1
-      offs[n++] = start
+      const kb = n << 2
+      keys[kb + 1] = len
+      keys[kb + 2] = wo
+      let h = HASH_SEED
+      for (; q + 4 <= p; q += 4) {
+        const f0 = fold[buf[q]!]!
+        const f1 = fold[buf[q + 1]!]!
+        const f2 = fold[buf[q + 2]!]!
+        const f3 = fold[buf[q + 3]!]!
+        // One branch for four bytes: f - 1 is negative only for an invalid byte.
+        if (((f0 - 1) | (f1 - 1) | (f2 - 1) | (f3 - 1)) < 0) return -1
+        const w = f0 | (f1 << 8) | (f2 << 16) | (f3 << 24)
+        words[wo++] = w
+        h = Math.imul(h ^ w, HASH_PRIME)
+      }
+      if (q < p) {
+        // 1–3 bytes left, unrolled: the loop took ~10 % of a 5-rule wire lookup.
+        const r = p - q
+        const f0 = fold[buf[q]!]!
+        const f1 = r > 1 ? fold[buf[q + 1]!]! : 1
+        const f2 = r > 2 ? fold[buf[q + 2]!]! : 1
+        if (((f0 - 1) | (f1 - 1) | (f2 - 1)) < 0) return -1
+        const w = f0 | (r > 1 ? f1 << 8 : 0) | (r > 2 ? f2 << 16 : 0)
+        words[wo++] = w
+        h = Math.imul(h ^ w, HASH_PRIME)
+      }
+      keys[kb] = h ^ len
+      n++
     }
   }
 
-  /** The slot of `parent`'s child with this label, or -1; probes only the region(s) its children live in. */
-  private findText(h: number, parent: number, name: string, start: number, len: number): number {
-    const flags = this.nodes[parent * STRIDE + N_LEN]!
-    if ((flags & F_INNER_CHILDREN) !== 0) {
-      const r = this.probeText(h, parent, name, start, len, 0, this.innerSize, this.innerScale)
-      if (r >= 0 || (flags & F_LEAF_CHILDREN) === 0) return r
-    }
-    if ((flags & F_LEAF_CHILDREN) === 0) return -1
-    return this.probeText(h, parent, name, start, len, this.innerSize, this.leafSize, this.leafScale)
-  }
-
-  private findWire(h: number, parent: number, buf: Uint8Array, start: number, len: number): number {
-    const flags = this.nodes[parent * STRIDE + N_LEN]!
-    if ((flags & F_INNER_CHILDREN) !== 0) {
-      const r = this.probeWire(h, parent, buf, start, len, 0, this.innerSize, this.innerScale)
-      if (r >= 0 || (flags & F_LEAF_CHILDREN) === 0) return r
-    }
-    if ((flags & F_LEAF_CHILDREN) === 0) return -1
-    return this.probeWire(h, parent, buf, start, len, this.innerSize, this.leafSize, this.leafScale)
-  }
-
-  private probeText(h: number, parent: number, name: string, start: number, len: number, base: number, size: number, scale: number): number {
+  /** The deciding rule for the `n` scanned labels (n ≥ 1). */
+  private decide(n: number): Rule | null {
     const nodes = this.nodes
+    let node = ROOT
+    let allow = 0
+    let deny = 0
+    for (let k = n - 1; ; k--) {
+      // A label remains below `node`, so its wildcard applies whatever comes next.
+      const w = nodes[node * STRIDE + N_WILD]!
+      if (w > 0) allow = w
+      else if (w < 0) deny = -w
+      const child = this.find(node, k)
+      if (child < 0) break
+      node = child
+      if (k === 0) {
+        const e = nodes[node * STRIDE + N_EXACT]!
+        if (e > 0) allow = e
+        else if (e < 0) deny = -e
+        break
+      }
+    }
+    return deny !== 0 ? this.rules[deny - 1]! : allow !== 0 ? this.rules[allow - 1]! : null
+  }
+
+  private allowedBelow(n: number): boolean {
+    let node = ROOT
+    for (let k = n - 1; k >= 0; k--) {
+      node = this.find(node, k)
+      if (node < 0) return false
+    }
+    return (this.nodes[node * STRIDE + N_LEN]! & F_ALLOWED_BELOW) !== 0
+  }
+
+  /** The slot of `parent`'s child with scanned label k, or -1; probes only the region(s) its children live in. */
+  private find(parent: number, k: number): number {
+    const flags = this.nodes[parent * STRIDE + N_LEN]!
+    // nodeHash (trie.ts), inlined.
+    const h = Math.imul(this.keys[k << 2]! ^ Math.imul(parent, HASH_GOLDEN), HASH_MIX)
+    if ((flags & F_INNER_CHILDREN) !== 0) {
+      const r = this.probe(h, parent, k, 0, this.innerSize, this.innerScale)
+      if (r >= 0 || (flags & F_LEAF_CHILDREN) === 0) return r
+    }
+    if ((flags & F_LEAF_CHILDREN) === 0) return -1
+    return this.probe(h, parent, k, this.innerSize, this.leafSize, this.leafScale)
+  }
+
+  private probe(h: number, parent: number, k: number, base: number, size: number, scale: number): number {
+    const nodes = this.nodes
+    const words = this.words
+    const len = this.keys[(k << 2) + 1]!
+    const wo = this.keys[(k << 2) + 2]!
     const end = base + size
     let slot = base + (((h >>> 0) * scale) >>> 0)
     for (;;) {
@@ -294,61 +295,29 @@ export class Policy {
       const lenFlags = nodes[b + N_LEN]!
       if (lenFlags === 0) return -1
       if (nodes[b + N_HASH] === h && nodes[b + N_PARENT] === parent && (lenFlags & LEN_MASK) === len) {
-        // Short labels sit in the record just read; longer ones in `labels`.
-        const bytes = len <= INLINE_BYTES ? this.nodeBytes : this.labels
-        const at = len <= INLINE_BYTES ? (b + N_LABEL) * 4 : nodes[b + N_LABEL]!
-        let k = 0
-        // The caller checked every char is ASCII, so FOLD's index is in range.
-        while (k < len && bytes[at + k] === FOLD[name.charCodeAt(start + k)]) k++
-        if (k === len) return slot
+        if (len <= INLINE_BYTES) {
+          // Short labels sit in the record just read: at most three word compares.
+          if (
+            nodes[b + N_LABEL] === words[wo] &&
+            (len <= 4 || (nodes[b + N_LABEL + 1] === words[wo + 1] && (len <= 8 || nodes[b + N_LABEL + 2] === words[wo + 2])))
+          ) {
+            return slot
+          }
+        } else if (this.sameLongLabel(nodes[b + N_LABEL]!, wo, len)) {
+          return slot
+        }
       }
       if (++slot === end) slot = base
     }
   }
 
-  private probeWire(h: number, parent: number, buf: Uint8Array, start: number, len: number, base: number, size: number, scale: number): number {
-    const nodes = this.nodes
-    const end = base + size
-    let slot = base + (((h >>> 0) * scale) >>> 0)
-    for (;;) {
-      const b = slot * STRIDE
-      const lenFlags = nodes[b + N_LEN]!
-      if (lenFlags === 0) return -1
-      if (nodes[b + N_HASH] === h && nodes[b + N_PARENT] === parent && (lenFlags & LEN_MASK) === len) {
-        const bytes = len <= INLINE_BYTES ? this.nodeBytes : this.labels
-        const at = len <= INLINE_BYTES ? (b + N_LABEL) * 4 : nodes[b + N_LABEL]!
-        let k = 0
-        while (k < len && bytes[at + k] === FOLD[buf[start + k]!]) k++
-        if (k === len) return slot
-      }
-      if (++slot === end) slot = base
-    }
+  private sameLongLabel(at: number, wo: number, len: number): boolean {
+    const lw = this.labelWords
+    const words = this.words
+    const nw = (len + 3) >> 2
+    for (let i = 0; i < nw; i++) if (lw[at + i] !== words[wo + i]) return false
+    return true
   }
-}
-
-/** `name[0, end)` is dot-separated labels of 1–63 valid chars. */
-function validTextLabels(name: string, end: number): boolean {
-  let len = 0
-  for (let i = 0; i < end; i++) {
-    const c = name.charCodeAt(i)
-    if (c === DOT) {
-      if (len === 0) return false
-      len = 0
-    } else if ((c < 0x80 ? FOLD[c]! : 0) === 0 || ++len > MAX_LABEL) {
-      return false
-    }
-  }
-  return len !== 0
-}
-
-/** Every byte of wire labels 0 … count-1 is valid (lengths were checked by scanWire). */
-function validWireLabels(buf: Uint8Array, offs: Int32Array, count: number): boolean {
-  for (let k = 0; k < count; k++) {
-    const start = offs[k]!
-    const end = start + buf[start - 1]!
-    for (let p = start; p < end; p++) if (FOLD[buf[p]!] === 0) return false
-  }
-  return true
 }
 
 /**
