@@ -34,7 +34,7 @@ export interface NftablesSinkDeps {
   /**
    * Elements that may wait for one batch (default 16 384): past it, answers go out
    * without their elements (counted as queue_full) rather than memory growing while
-   * nft is slow. 10 000 elements take ~0.3 s in one run here (bench/RESULTS-firewall.md).
+   * nft is slow. 10 000 elements take ~0.3 s in one run here (bench/RESULTS.md, firewall section).
    */
   readonly maxPending?: number
 }

@@ -323,7 +323,7 @@ export class Policy {
 /**
  * A rule as callers see it. Rules of one entry share that entry's object, and the
  * pattern is rebuilt from the trie on demand: three fields per rule keep 1 M rules
- * inside the heap budget (see bench/RESULTS-matcher.md).
+ * inside the heap budget (see bench/RESULTS.md (matcher section)).
  */
 class CompiledRule implements Rule {
   readonly id: number
