@@ -8,6 +8,7 @@ import { pino } from 'pino'
 import dnsPacket from 'dns-packet'
 import { TCPServer, UDPServer, type Packet as Dns2Packet } from 'dns2'
 import type { Cidr, Config, DnsConfig, HostPort } from '../../src/config/types.js'
+import { parseCidr, parseHostPort } from '../../src/config/net.js'
 import type { PolicyEntry } from '../../src/policy/types.js'
 import { compilePolicy } from '../../src/policy/compile.js'
 import type { Policy } from '../../src/policy/match.js'
@@ -16,32 +17,17 @@ import { DnsService, type DnsDeps } from '../../src/dns/service.js'
 
 const run = promisify(execFile)
 
+/** The configuration's own parsers, so fixtures cannot drift from what the loader accepts. */
 export function hostPort(text: string): HostPort {
-  const m = /^\[(.+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text)
-  if (!m) throw new Error(`bad host:port ${text}`)
-  return { host: m[1]!, port: Number(m[2]), family: m[1]!.includes(':') ? 6 : 4 }
+  const hp = parseHostPort(text)
+  if (typeof hp === 'string') throw new Error(hp)
+  return hp
 }
 
 export function cidr(text: string): Cidr {
-  const [addr, bits] = text.split('/') as [string, string]
-  if (addr.includes(':')) {
-    const bytes = new Uint8Array(16)
-    const full = addr.includes('::') ? expandV6(addr) : addr.split(':')
-    full.forEach((g, i) => {
-      const v = parseInt(g, 16)
-      bytes[2 * i] = v >> 8
-      bytes[2 * i + 1] = v & 0xff
-    })
-    return { text, family: 6, bytes, bits: Number(bits) }
-  }
-  return { text, family: 4, bytes: Uint8Array.from(addr.split('.').map(Number)), bits: Number(bits) }
-}
-
-function expandV6(a: string): string[] {
-  const [l, r] = a.split('::') as [string, string]
-  const left = l ? l.split(':') : []
-  const right = r ? r.split(':') : []
-  return [...left, ...Array(8 - left.length - right.length).fill('0'), ...right]
+  const c = parseCidr(text)
+  if (typeof c === 'string') throw new Error(c)
+  return c
 }
 
 export type DnsOverrides = Partial<Omit<DnsConfig, 'cache' | 'rateLimit'>> & {
