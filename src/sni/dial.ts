@@ -17,6 +17,15 @@ export const STAGGER_MS = 250
 /** Same as the client side (proxy.ts): dead peers of idle device streams are found within minutes. */
 export const KEEPALIVE_DELAY_MS = 60_000
 
+/**
+ * Writable buffer per spliced direction before the other side is paused. Node's default
+ * of 16 KiB is below one 64 KiB read, so every chunk paused the reader until the kernel
+ * took all of it: one chunk in flight, and a 100 MB download at 0.82× sniproxy with the
+ * proxy's core two-thirds busy (bench/RESULTS.md, SNI section). Still a bound: at most
+ * this much plus one read is held per direction, and only while a peer is slow.
+ */
+export const SPLICE_HIGH_WATER_MARK = 128 * 1024
+
 export type DialCallback = (error: UpstreamError | null, socket: net.Socket | null) => void
 
 /** IPv6 first, then alternating, at most MAX_ATTEMPTS. */
@@ -81,14 +90,17 @@ export class Dialer {
     this.clearStagger()
     if (this.settled || this.nextIndex >= this.addresses.length) return
     const host = this.addresses[this.nextIndex++]!
-    const socket = net.connect({
+    // @types/node 20 omits highWaterMark from the connect options; Node 20 honours it.
+    const options: net.NetConnectOpts & { highWaterMark: number } = {
       host,
       port: this.port,
       allowHalfOpen: true,
       noDelay: true,
       keepAlive: true,
       keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
-    })
+      highWaterMark: SPLICE_HIGH_WATER_MARK,
+    }
+    const socket = net.connect(options)
     this.inFlight.add(socket)
     socket.setTimeout(this.connectTimeoutMs)
     const onConnect = (): void => {

@@ -23,7 +23,7 @@ import { GroupSet, type CompiledGroup } from '../policy/groups.js'
 import type { Rule } from '../policy/types.js'
 import { isPrivateIp } from '../dns/private-address.js'
 import { ClientHelloReader, type HelloReason } from './client-hello.js'
-import { Dialer, interleave, KEEPALIVE_DELAY_MS } from './dial.js'
+import { Dialer, interleave, KEEPALIVE_DELAY_MS, SPLICE_HIGH_WATER_MARK } from './dial.js'
 import { helloOutcome, SniMetrics, type UpstreamError, type Verdict } from './metrics.js'
 
 /** What the proxy needs of a compiled policy (src/policy/match.ts's Policy has it). */
@@ -98,7 +98,7 @@ export class SniProxy {
     try {
       for (const hp of listen) {
         const server = net.createServer(
-          { allowHalfOpen: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_DELAY_MS },
+          { allowHalfOpen: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_DELAY_MS, highWaterMark: SPLICE_HIGH_WATER_MARK },
           (socket) => this.accept(socket),
         )
         // `[::]` beside `0.0.0.0` on the same port would collide unless v6-only.
