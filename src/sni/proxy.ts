@@ -263,7 +263,8 @@ class Connection {
         this.proxy.deps.blocked.record('sni', name)
         this.count('blocked')
         this.decide(V_BLOCKED)
-        this.logBlocked('blocked', name, rule, 'policy')
+        // The same reasons as the DNS side, so one query over the logs covers both protocols.
+        this.logBlocked('blocked', name, rule, rule === null ? 'not_allowed' : 'denied')
         this.refuse(ALERT_ACCESS_DENIED)
         return
       }
@@ -273,7 +274,7 @@ class Connection {
         log.info(
           {
             protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict: 'would_block', rule: rule?.entry ?? null,
-            reason: 'policy', group: g!.name, mode: g!.mode, report_rule: passed.entry,
+            reason: rule === null ? 'not_allowed' : 'denied', group: g!.name, mode: g!.mode, report_rule: passed.entry,
           },
           'would be blocked',
         )

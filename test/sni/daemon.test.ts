@@ -80,7 +80,7 @@ t.test('curl through the daemon: allowed name served, blocked name reset', { ski
   t.equal(metricValue(metrics, 'egressd_sni_upstream_connect_seconds_count'), 1)
   t.match(
     d.logs.find((l) => l.protocol === 'sni'),
-    { level: 'info', msg: 'blocked', name: 'evil.test', verdict: 'blocked', rule: null, reason: 'policy', client: '127.0.0.1' },
+    { level: 'info', msg: 'blocked', name: 'evil.test', verdict: 'blocked', rule: null, reason: 'not_allowed', client: '127.0.0.1' },
   )
   t.equal(await d.stop(), 0, 'SIGTERM: exit 0')
 })

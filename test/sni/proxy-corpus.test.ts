@@ -74,7 +74,7 @@ t.test('a blocked name and a denied name: reset, counted, logged with the decidi
   t.equal(await p.metric('egressd_blocked_total{protocol="sni",name="bad.example.test"}'), 1)
   t.match(
     p.logs.find((l) => l.name === 'bad.example.test'),
-    { protocol: 'sni', verdict: 'blocked', rule: 'bad.example.test', reason: 'policy', client: '127.0.0.1', msg: 'blocked' },
+    { protocol: 'sni', verdict: 'blocked', rule: 'bad.example.test', reason: 'denied', client: '127.0.0.1', msg: 'blocked' },
   )
   t.match(p.logs.find((l) => l.name === 'other.test'), { rule: null })
   await p.stop()
