@@ -286,6 +286,16 @@ export function writeOpt(out: Uint8Array, off: number, dnssecOk: boolean, ede: n
   return off
 }
 
+/** ANCOUNT, NSCOUNT and ARCOUNT of a reply whose question was copied (QDCOUNT stays 1). */
+function setCounts(out: Buffer, answers: number, hasOpt: boolean): void {
+  out[6] = 0
+  out[7] = answers
+  out[8] = 0
+  out[9] = 0
+  out[10] = 0
+  out[11] = hasOpt ? 1 : 0
+}
+
 /**
  * A reply made from the query's own bytes: header and question copied, QR/RA set,
  * RD/CD echoed, no records, and an OPT (with an EDE when `ede` > 0) only when the
@@ -298,12 +308,7 @@ export function buildReply(q: Uint8Array, info: QueryInfo, rcode: number, ede: n
   copyBytes(q, 0, end, out, 0)
   out[2] = 0x80 | (q[2]! & 0x01)
   out[3] = 0x80 | (q[3]! & 0x10) | rcode
-  out[6] = 0
-  out[7] = 0
-  out[8] = 0
-  out[9] = 0
-  out[10] = 0
-  out[11] = info.hasOpt ? 1 : 0
+  setCounts(out, 0, info.hasOpt)
   if (info.hasOpt) writeOpt(out, end, info.dnssecOk, ede, text)
   return out
 }
@@ -332,12 +337,7 @@ export function buildAnyReply(q: Uint8Array, info: QueryInfo): Buffer {
   copyBytes(q, 0, end, out, 0)
   out[2] = 0x80 | (q[2]! & 0x01)
   out[3] = 0x80 | (q[3]! & 0x10)
-  out[6] = 0
-  out[7] = 1
-  out[8] = 0
-  out[9] = 0
-  out[10] = 0
-  out[11] = info.hasOpt ? 1 : 0
+  setCounts(out, 1, info.hasOpt)
   let off = end
   out[off++] = 0xc0
   out[off++] = HEADER_LEN
@@ -529,12 +529,7 @@ function buildTruncated(wire: Uint8Array, q: Uint8Array, info: QueryInfo): Buffe
   copyBytes(q, 0, end, out, 0)
   out[2] = (wire[2]! & 0xf9) | 0x02 // the upstream's flags, AA/TC replaced by TC
   out[3] = wire[3]!
-  out[6] = 0
-  out[7] = 0
-  out[8] = 0
-  out[9] = 0
-  out[10] = 0
-  out[11] = info.hasOpt ? 1 : 0
+  setCounts(out, 0, info.hasOpt)
   if (info.hasOpt) writeOpt(out, end, info.dnssecOk, 0, null)
   return out
 }

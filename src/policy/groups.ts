@@ -4,7 +4,7 @@
  * Pure: no sockets, logging or metrics; the DNS handler and the SNI proxy count and log.
  */
 import type { Cidr, GroupConfig, GroupMode } from '../config/types.js'
-import { parseIpInto } from '../dns/private-address.js'
+import { CidrTable } from '../dns/cidr-table.js'
 import { compilePolicy } from './compile.js'
 import type { Policy } from './match.js'
 import type { PolicyEntry, PortSpec, Rule } from './types.js'
@@ -71,14 +71,8 @@ export class GroupSet {
   /** For reuse by the next reload: policies by entry-list content. */
   private readonly byKey: Map<string, Policy>
 
-  private readonly v4net: Uint32Array
-  private readonly v4mask: Uint32Array
-  private readonly v4group: Uint16Array
-  private readonly v6: readonly { bytes: Uint8Array; bits: number; group: number }[]
-  private readonly scratch = new Uint8Array(16)
-  /** The last address selected: a gateway serves few clients, and a flood comes from few sources. */
-  private lastAddress = ''
-  private lastGroup: CompiledGroup
+  /** Every group's CIDRs in group order, each mapping to its group's index. */
+  private readonly clients: CidrTable
 
   /**
    * `configs`: the named groups then the default one (`allGroups(config)`). Entry lists
@@ -125,25 +119,8 @@ export class GroupSet {
     this.named = groups.length > 1
     this.byKey = byKey
     this.compiled = new Set(groups.flatMap((g) => (g.report ? [g.policy, g.report] : [g.policy]))).size
-    this.lastGroup = this.default
-    const v4: { net: number; mask: number; group: number }[] = []
-    const v6: { bytes: Uint8Array; bits: number; group: number }[] = []
-    for (const g of groups) {
-      for (const c of g.clients) {
-        if (c.family === 6) {
-          v6.push({ bytes: c.bytes, bits: c.bits, group: g.index })
-          continue
-        }
-        const mask = c.bits === 0 ? 0 : (0xffffffff << (32 - c.bits)) >>> 0
-        const b = c.bytes
-        v4.push({ net: (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) & mask) >>> 0, mask, group: g.index })
-      }
-    }
-    // Kept in group order: the first CIDR that matches belongs to the first group that does.
-    this.v4net = Uint32Array.from(v4, (x) => x.net)
-    this.v4mask = Uint32Array.from(v4, (x) => x.mask)
-    this.v4group = Uint16Array.from(v4, (x) => x.group)
-    this.v6 = v6
+    // In group order: the first CIDR that matches belongs to the first group that does.
+    this.clients = new CidrTable(groups.flatMap((g) => g.clients.map((cidr) => ({ cidr, value: g.index }))))
   }
 
   /** The top-level policy's verdict; lets a GroupSet stand where a single policy was expected. */
@@ -158,42 +135,12 @@ export class GroupSet {
   /** The group of a client address as the socket reports it; `default` for anything unparsable. */
   select(address: string): CompiledGroup {
     if (!this.named) return this.default
-    if (address === this.lastAddress) return this.lastGroup
-    const g = this.groups[this.indexOf(address)]!
-    this.lastAddress = address
-    this.lastGroup = g
-    return g
+    const i = this.clients.lookup(address)
+    return i < 0 ? this.default : this.groups[i]!
   }
 
   byName(name: string): CompiledGroup | undefined {
     return this.groups.find((g) => g.name === name)
   }
-
-  private indexOf(address: string): number {
-    const s = this.scratch
-    const n = parseIpInto(address, s)
-    if (n === 0) return this.default.index
-    if (n === 4) return this.v4Index(((s[0]! << 24) | (s[1]! << 16) | (s[2]! << 8) | s[3]!) >>> 0)
-    let mapped = s[10] === 0xff && s[11] === 0xff
-    for (let i = 0; i < 10 && mapped; i++) if (s[i] !== 0) mapped = false
-    // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d: judged as IPv4, like the ACL.
-    if (mapped) return this.v4Index(((s[12]! << 24) | (s[13]! << 16) | (s[14]! << 8) | s[15]!) >>> 0)
-    for (const c of this.v6) if (prefixMatch(s, c.bytes, c.bits)) return c.group
-    return this.default.index
-  }
-
-  private v4Index(v: number): number {
-    const net = this.v4net
-    const mask = this.v4mask
-    for (let i = 0; i < net.length; i++) if (((v & mask[i]!) >>> 0) === net[i]) return this.v4group[i]!
-    return this.default.index
-  }
 }
 
-function prefixMatch(a: Uint8Array, net: Uint8Array, bits: number): boolean {
-  let i = 0
-  for (; bits >= 8; bits -= 8, i++) if (a[i] !== net[i]) return false
-  if (bits === 0) return true
-  const mask = (0xff << (8 - bits)) & 0xff
-  return (a[i]! & mask) === (net[i]! & mask)
-}

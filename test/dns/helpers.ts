@@ -384,3 +384,13 @@ export const STANDARD_POLICY: PolicyEntry[] = [
   ...allow('allowed.example', '*.allowed.example', 'api.vendor.example'),
   ...deny('denied.allowed.example'),
 ]
+
+/** A raw header with the given flags and counts, followed by `rest`: for malformed-input cases. */
+export function rawHeader(id: number, flags: number, counts: [number, number, number, number], rest: number[] = []): Buffer {
+  const b = Buffer.alloc(12 + rest.length)
+  b.writeUInt16BE(id, 0)
+  b.writeUInt16BE(flags, 2)
+  counts.forEach((c, i) => b.writeUInt16BE(c, 4 + 2 * i))
+  Buffer.from(rest).copy(b, 12)
+  return b
+}

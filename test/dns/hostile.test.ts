@@ -2,7 +2,7 @@
 import t from 'tap'
 import dgram from 'node:dgram'
 import net from 'node:net'
-import { decode, fakeUpstream, makeConfig, metric, query, STANDARD_POLICY, standardZone, startService, tcpClient, udpExchange } from './helpers.js'
+import { decode, fakeUpstream, rawHeader, makeConfig, metric, query, STANDARD_POLICY, standardZone, startService, tcpClient, udpExchange } from './helpers.js'
 
 const up = await fakeUpstream(standardZone)
 t.teardown(() => up.close())
@@ -10,14 +10,7 @@ const s = await startService(makeConfig({ upstreams: [up.hostPort], tcpIdleTimeo
 t.teardown(() => s.close())
 const port = s.port
 
-function header(flags: number, counts: [number, number, number, number], rest: number[] = []): Buffer {
-  const b = Buffer.alloc(12 + rest.length)
-  b.writeUInt16BE(0xabcd, 0)
-  b.writeUInt16BE(flags, 2)
-  counts.forEach((c, i) => b.writeUInt16BE(c, 4 + 2 * i))
-  Buffer.from(rest).copy(b, 12)
-  return b
-}
+const header = (flags: number, counts: [number, number, number, number], rest: number[] = []): Buffer => rawHeader(0xabcd, flags, counts, rest)
 
 const Q = [1, 0x61, 0, 0, 1, 0, 1]
 const label = (n: number) => [n, ...Buffer.alloc(n, 0x61)]

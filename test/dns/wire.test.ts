@@ -24,22 +24,14 @@ import {
   scanAnswer,
   stripOpt,
 } from '../../src/dns/wire.js'
-import { query } from './helpers.js'
+import { query, rawHeader } from './helpers.js'
 
 const parse = (b: Buffer) => {
   const info = new QueryInfo()
   return { r: parseQuery(b, b.length, info), info }
 }
 
-/** A header with the given counts followed by `rest`. */
-function header(flags: number, counts: [number, number, number, number], rest: number[] = []): Buffer {
-  const b = Buffer.alloc(12 + rest.length)
-  b.writeUInt16BE(0xbeef, 0)
-  b.writeUInt16BE(flags, 2)
-  counts.forEach((c, i) => b.writeUInt16BE(c, 4 + 2 * i))
-  Buffer.from(rest).copy(b, 12)
-  return b
-}
+const header = (flags: number, counts: [number, number, number, number], rest: number[] = []): Buffer => rawHeader(0xbeef, flags, counts, rest)
 
 t.test('parseQuery reads header, question and OPT', async (t) => {
   const { r, info } = parse(query('Example.COM', 'AAAA', { id: 7, dnssec: true, udpSize: 4096 }))

@@ -3,19 +3,10 @@ import { execFile } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { promisify } from 'node:util'
-import { fakeUpstream } from '../dns/helpers.js'
+import { fakeUpstream, hasTool } from '../dns/helpers.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
 
 const run = promisify(execFile)
-
-async function hasTool(tool: string): Promise<boolean> {
-  try {
-    await run('sh', ['-c', `command -v ${tool}`])
-    return true
-  } catch {
-    return false
-  }
-}
 
 async function dig(port: number, ...args: string[]): Promise<string> {
   const { stdout } = await run('dig', ['@127.0.0.1', '-p', String(port), '+tries=1', '+time=2', ...args], { timeout: 10_000 })

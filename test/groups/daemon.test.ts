@@ -4,24 +4,12 @@
  * report mode and report entries let traffic through and count it as would_block.
  */
 import t from 'tap'
-import { execFile } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import https from 'node:https'
-import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { fakeUpstream } from '../dns/helpers.js'
-import { CLI, freePort, startDaemon } from '../helpers/daemon.js'
-import { createTestCa } from '../helpers/certs.js'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { CLI, freePort, runCommand, startDaemon } from '../helpers/daemon.js'
+import { loopbackUpstream, startTlsSite } from '../helpers/tls-site.js'
 import { metricValue } from '../sni/harness.js'
 
-function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 15_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr })
-    })
-  })
-}
+const run = runCommand
 
 const missing = async (tool: string) => (await run('sh', ['-c', `command -v ${tool}`])).code !== 0
 const skip = !existsSync(CLI)
@@ -34,17 +22,8 @@ const status = (out: string): string => /status: ([A-Z]+)/.exec(out)?.[1] ?? 'no
 const answers = (out: string): number => Number(/ANSWER: (\d+),/.exec(out)?.[1] ?? -1)
 
 t.test('groups: same name, different clients, different verdicts; report mode counts would_block', { skip }, async (t) => {
-  const ca = createTestCa()
-  const dir = mkdtempSync(join(tmpdir(), 'egressd-groups-'))
-  const caFile = join(dir, 'ca.pem')
-  writeFileSync(caFile, ca.cert)
-  const web = https.createServer(ca.issue(['dev.vendor.test', 'api.shared.test', 'x.newvendor.test']), (req, res) => res.end(`served ${req.headers.host}`))
-  await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise((r) => web.close(r)))
-  const upstream = await fakeUpstream((q) =>
-    q.type === 'A' ? ({ answers: [{ name: q.name, type: 'A', ttl: 60, data: '127.0.0.1' }] } as never) : ({ answers: [] } as never),
-  )
-  t.teardown(() => upstream.close())
+  const { port: sitePort, caFile } = await startTlsSite(t, ['dev.vendor.test', 'api.shared.test', 'x.newvendor.test'])
+  const upstream = await loopbackUpstream(t)
 
   const [dnsPort, sniPort, metricsPort] = [await freePort(), await freePort(), await freePort()]
   const d = startDaemon([
@@ -56,7 +35,7 @@ t.test('groups: same name, different clients, different verdicts; report mode co
     '  rate_limit: { qps: 0 }',
     'sni:',
     `  listen: ["127.0.0.1:${sniPort}"]`,
-    `  upstream_port: ${(web.address() as AddressInfo).port}`,
+    `  upstream_port: ${sitePort}`,
     '  allow_private_destinations: true',
     'metrics:',
     `  listen: "127.0.0.1:${metricsPort}"`,

@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { watchJsonLines } from './json-process.js'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { createSocket } from 'node:dgram'
@@ -50,84 +51,30 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   throw new Error('no free port')
 }
 
-/**
- * Daemons still running when the test process ends (a tap timeout, a crash) are
- * killed, so none outlives its test holding ports.
- */
-const live = new Set<ChildProcess>()
-function killLive(): void {
-  for (const p of live) p.kill('SIGKILL')
-}
-process.once('exit', killLive)
-process.once('SIGTERM', () => {
-  killLive()
-  process.exit(143)
-})
-
 /** Writes `configText` to a temp file and starts `egressd run -c` on it. */
 export function startDaemon(configText: string, args: string[] = []): RunningDaemon {
   const dir = mkdtempSync(join(tmpdir(), 'egressd-e2e-'))
   const file = join(dir, 'egressd.yaml')
   writeFileSync(file, configText)
   const proc = spawn(process.execPath, [CLI, 'run', '-c', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const logs: LogLine[] = []
-  const waiters: { re: string | RegExp; resolve: (l: LogLine) => void }[] = []
-  let err = ''
-  let buffered = ''
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()))
-  proc.stdout!.on('data', (d: Buffer) => {
-    buffered += d.toString()
-    let nl: number
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl)
-      buffered = buffered.slice(nl + 1)
-      let parsed: LogLine
-      try {
-        parsed = JSON.parse(line) as LogLine
-      } catch {
-        throw new Error(`daemon wrote a line that is not JSON: ${line}`)
-      }
-      logs.push(parsed)
-      for (let i = waiters.length - 1; i >= 0; i--) {
-        const w = waiters[i]!
-        if (typeof w.re === 'string' ? parsed.msg === w.re : w.re.test(parsed.msg)) {
-          waiters.splice(i, 1)
-          w.resolve(parsed)
-        }
-      }
-    }
-  })
-  live.add(proc)
-  const exited = new Promise<number | null>((resolve) =>
-    proc.once('exit', (code) => {
-      live.delete(proc)
-      resolve(code)
-    }),
-  )
+  const p = watchJsonLines(proc, true)
   return {
     proc,
     file,
-    logs,
-    stderr: () => err,
-    exited,
-    waitForLog(msg, timeoutMs = 10_000) {
-      const seen = logs.find((l) => (typeof msg === 'string' ? l.msg === msg : msg.test(l.msg)))
-      if (seen) return Promise.resolve(seen)
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no log "${msg}" within ${timeoutMs} ms; stderr: ${err}`)), timeoutMs)
-        waiters.push({ re: msg, resolve: (l) => (clearTimeout(timer), resolve(l)) })
-        void exited.then((code) => {
-          clearTimeout(timer)
-          reject(new Error(`daemon exited (${code}) before "${msg}"; stderr: ${err}`))
-        })
-      })
-    },
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000)
-      const code = await exited
-      clearTimeout(timer)
-      return code
-    },
+    logs: p.lines as LogLine[],
+    stderr: p.stderr,
+    exited: p.exited,
+    waitForLog: (msg, timeoutMs) =>
+      p.waitFor((l) => (typeof msg === 'string' ? l.msg === msg : msg.test(String(l.msg))), `log "${msg}"`, timeoutMs) as Promise<LogLine>,
+    stop: () => p.stop(),
   }
+}
+
+/** Runs a tool (curl, dig …) to completion; never rejects: the exit code says how it went. */
+export function runCommand(cmd: string, args: string[], timeoutMs = 15_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr })
+    })
+  })
 }

@@ -5,24 +5,12 @@
  * endpoint and the JSON log lines say so.
  */
 import t from 'tap'
-import { execFile } from 'node:child_process'
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
-import https from 'node:https'
-import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { fakeUpstream } from '../dns/helpers.js'
-import { CLI, freePort, startDaemon } from '../helpers/daemon.js'
-import { createTestCa } from '../helpers/certs.js'
+import { existsSync } from 'node:fs'
+import { CLI, freePort, runCommand, startDaemon } from '../helpers/daemon.js'
+import { loopbackUpstream, startTlsSite } from '../helpers/tls-site.js'
 import { metricValue } from './harness.js'
 
-function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 15_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr })
-    })
-  })
-}
+const run = runCommand
 
 const skip = !existsSync(CLI)
   ? `${CLI} is not built (npm test builds it first)`
@@ -31,17 +19,8 @@ const skip = !existsSync(CLI)
     : false
 
 t.test('curl through the daemon: allowed name served, blocked name reset', { skip }, async (t) => {
-  const ca = createTestCa()
-  const dir = mkdtempSync(join(tmpdir(), 'egressd-sni-e2e-'))
-  const caFile = join(dir, 'ca.pem')
-  writeFileSync(caFile, ca.cert)
-  const web = https.createServer(ca.issue(['device-api.allowed.test']), (req, res) => res.end(`served ${req.headers.host}`))
-  await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise((r) => web.close(r)))
-  const dns = await fakeUpstream((q) =>
-    q.type === 'A' ? ({ answers: [{ name: q.name, type: 'A', ttl: 60, data: '127.0.0.1' }] } as never) : ({ answers: [] } as never),
-  )
-  t.teardown(() => dns.close())
+  const { port: sitePort, caFile } = await startTlsSite(t, ['device-api.allowed.test'])
+  const dns = await loopbackUpstream(t)
 
   const [dnsPort, sniPort, metricsPort] = [await freePort(), await freePort(), await freePort()]
   const d = startDaemon(
@@ -51,7 +30,7 @@ t.test('curl through the daemon: allowed name served, blocked name reset', { ski
       `  upstreams: ["127.0.0.1:${dns.port}"]`,
       'sni:',
       `  listen: ["127.0.0.1:${sniPort}"]`,
-      `  upstream_port: ${(web.address() as AddressInfo).port}`,
+      `  upstream_port: ${sitePort}`,
       '  allow_private_destinations: true',
       'metrics:',
       `  listen: "127.0.0.1:${metricsPort}"`,
