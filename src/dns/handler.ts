@@ -156,13 +156,17 @@ export class QueryHandler {
     }
     // Without named groups there is nothing to select: the hot path stays one field read.
     const g = st.groups.named ? st.groups.select(client) : st.groups.default
-    let rule = g.policy.matchWire(q, 12)
-    if (rule === null || rule.action !== 'allow') {
+    // The verdict is read from the trie alone; the Rule object is only fetched, not read, here.
+    const verdict = g.policy.verdictWire(q, 12)
+    let rule: Rule
+    if (verdict <= 0) {
+      const denied = g.policy.ruleOf(verdict)
       const passed = g.reports ? g.reportRuleWire(q, 12) : null
-      if (passed === null) return this.block(q, info, st, g, rule, client)
-      this.wouldBlock(q, info, g, rule, passed, client)
+      if (passed === null) return this.block(q, info, st, g, denied, client)
+      this.wouldBlock(q, info, g, denied, passed, client)
       rule = passed
     } else {
+      rule = g.policy.ruleOf(verdict)!
       m.queries.inc(m.allowed)
       this.decisions?.inc(g.index, PROTO_DNS, V_ALLOWED)
       if (this.log.isLevelEnabled('debug')) {

@@ -39,8 +39,8 @@ export class CompiledGroup {
   }
 
   reportRuleWire(buf: Uint8Array, offset: number): Rule | null {
-    const r = this.report === null ? null : this.report.matchWire(buf, offset)
-    return r !== null && r.action === 'allow' ? r : this.reportAll
+    const verdict = this.report === null ? 0 : this.report.verdictWire(buf, offset)
+    return verdict > 0 ? this.report!.ruleOf(verdict) : this.reportAll
   }
 }
 

@@ -6,6 +6,7 @@
  */
 import t from 'tap'
 import { compilePolicy } from '../../src/policy/compile.js'
+import type { Policy } from '../../src/policy/match.js'
 import { DEFAULT_PORTS, type PolicyEntry } from '../../src/policy/types.js'
 import { ReferenceMatcher, labelsToWire } from './reference-matcher.js'
 
@@ -113,12 +114,14 @@ t.test(`compiled matcher agrees with the reference (seed ${seed})`, async (t) =>
       const got = {
         text: policy.match(text)?.id ?? -1,
         wire: policy.matchWire(wire, 0)?.id ?? -1,
+        verdictWire: policy.verdictWire(wire, 0),
         below: policy.hasAllowedBelow(text),
         belowWire: policy.hasAllowedBelowWire(wire, 0),
       }
       const want = {
         text: ref.match(text),
         wire: ref.matchWire(wire, 0),
+        verdictWire: verdictOf(policy, ref.matchWire(wire, 0)),
         below: ref.hasAllowedBelow(text),
         belowWire: ref.hasAllowedBelowWire(wire, 0),
       }
@@ -185,3 +188,8 @@ t.test(`a policy that outgrows the builder's first arrays (seed ${seed})`, async
   t.equal(policy.match('7.h.example.com')!.action, 'deny')
   t.equal(policy.match('a.b.9999.w.example.com')!.pattern, '*.9999.w.example.com')
 })
+
+/** The verdictWire encoding of a reference answer (a rule id or -1). */
+function verdictOf(policy: Policy, id: number): number {
+  return id < 0 ? 0 : policy.rules[id]!.action === 'allow' ? id + 1 : -(id + 1)
+}

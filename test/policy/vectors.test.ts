@@ -44,6 +44,9 @@ t.test('wire vectors from the text ones', async (t) => {
     t.equal(show(reference.matchWire(wire, 0)), expectWire, `reference wire ${label}`)
     const rule = policy.matchWire(wire, 0)
     t.equal(rule === null ? null : `${rule.action} ${rule.pattern}`, expectWire, `compiled wire ${label}`)
+    const verdict = policy.verdictWire(wire, 0)
+    t.equal(policy.ruleOf(verdict), rule, `verdict's rule ${label}`)
+    t.equal(Math.sign(verdict), rule === null ? 0 : rule.action === 'allow' ? 1 : -1, `verdict's sign ${label}`)
     const expectBelow = /[^\x00-\x7f]/.test(name) ? false : below
     t.equal(reference.hasAllowedBelowWire(wire, 0), expectBelow, `reference wire below ${label}`)
     t.equal(policy.hasAllowedBelowWire(wire, 0), expectBelow, `compiled wire below ${label}`)
