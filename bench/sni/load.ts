@@ -105,40 +105,54 @@ export interface PacedResult extends LoopResult {
 }
 
 /**
- * Open loop at `rate` new connections per second: the latency seen at a given load, not
- * the latency of a saturated queue.
+ * Open loop at `rate` new connections per second in all, dealt round-robin over `ports`
+ * (connection k goes to ports[k mod n]): the latency seen at a given load, not the
+ * latency of a saturated queue. Interleaving the targets connection by connection puts
+ * every burst of the machine's noise (another tenant, a GC in this process) on all of
+ * them alike, where one target after another compared different minutes. `maxInFlight`
+ * bounds each port's open connections.
  */
-export function paced(c: Client, port: number, rate: number, durationMs: number, maxInFlight: number): Promise<PacedResult> {
-  const total = Math.max(1, Math.floor((rate * durationMs) / 1000))
-  const r: PacedResult = { ok: 0, errors: 0, elapsedMs: 0, firstError: null, ttfbMs: new Float64Array(total), skipped: 0 }
+export function paced(c: Client, ports: readonly number[], rate: number, durationMs: number, maxInFlight: number): Promise<PacedResult[]> {
+  const total = Math.max(ports.length, Math.floor((rate * durationMs) / 1000))
+  const results: PacedResult[] = ports.map(() => ({
+    ok: 0, errors: 0, elapsedMs: 0, firstError: null, ttfbMs: new Float64Array(Math.ceil(total / ports.length)), skipped: 0,
+  }))
+  const inFlight = ports.map(() => 0)
   const interval = 1000 / rate
   const t0 = performance.now()
   let launched = 0
-  let inFlight = 0
+  let open = 0
   return new Promise((resolve) => {
     const finishIfDone = (): void => {
-      if (launched === total && inFlight === 0) {
-        r.elapsedMs = performance.now() - t0
-        r.ttfbMs = r.ttfbMs.subarray(0, r.ok)
-        resolve(r)
+      if (launched === total && open === 0) {
+        const elapsed = performance.now() - t0
+        for (const r of results) {
+          r.elapsedMs = elapsed
+          r.ttfbMs = r.ttfbMs.subarray(0, r.ok)
+        }
+        resolve(results)
       }
     }
     const tick = (): void => {
       const now = performance.now()
       while (launched < total && t0 + launched * interval <= now) {
+        const i = launched % ports.length
+        const r = results[i]!
         launched++
-        if (inFlight >= maxInFlight) {
+        if (inFlight[i]! >= maxInFlight) {
           r.skipped++
           continue
         }
-        inFlight++
-        smallRequest(c, port).then((ttfb) => {
+        inFlight[i]!++
+        open++
+        smallRequest(c, ports[i]!).then((ttfb) => {
           r.ttfbMs[r.ok++] = ttfb
         }, (e: Error) => {
           r.errors++
           r.firstError ??= e.message
         }).finally(() => {
-          inFlight--
+          inFlight[i]!--
+          open--
           finishIfDone()
         })
       }
