@@ -18,7 +18,8 @@
  *
  * Options: --quick, --rounds N, --duration S, --idle N, --ttfb-rate R, --key ec|rsa,
  * --backend nginx|node, --no-egressd, --no-sniproxy, --cli PATH (egressd's cli.js),
- * --egressd-cpu-prof DIR (node --cpu-prof of the daemon), --only a,b (test names),
+ * --egressd-cpu-prof DIR (node --cpu-prof of the daemon), --egressd-node-arg ARG (one more
+ * option for the daemon's node, repeatable), --only a,b (test names),
  * --nice N (niceness of every process of the benchmark, all targets alike: on a machine
  * shared with other work, -10 keeps the others from setting the figures).
  */
@@ -58,6 +59,7 @@ interface Options {
   sniproxy: boolean
   cli: string | null
   cpuProfDir: string | null
+  egressdNodeArgs: string[]
   only: Set<string> | null
   nice: number | null
 }
@@ -76,6 +78,7 @@ function parseArgs(args: string[]): Options {
     sniproxy: true,
     cli: null,
     cpuProfDir: null,
+    egressdNodeArgs: [],
     only: null,
     nice: null,
   }
@@ -97,6 +100,7 @@ function parseArgs(args: string[]): Options {
     else if (a === '--no-sniproxy') o.sniproxy = false
     else if (a === '--cli') o.cli = v()
     else if (a === '--egressd-cpu-prof') o.cpuProfDir = v()
+    else if (a === '--egressd-node-arg') o.egressdNodeArgs.push(v())
     else if (a === '--only') o.only = new Set(v().split(','))
     else if (a === '--nice') o.nice = Math.max(-20, Math.min(19, Number(v())))
     else throw new Error(`unknown option ${a}`)
@@ -168,7 +172,7 @@ export async function run(args: string[]): Promise<void> {
     if (o.egressd) {
       factories.egressd = (metricsPort?: number) => {
         const cli = o.cli ?? egressdCli(root, log)
-        const nodeArgs = o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfDir] : []
+        const nodeArgs = [...o.egressdNodeArgs, ...(o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfDir] : [])]
         return startEgressd({ dir, core: PROXY_CORE, cli, backendPort: backend.port, dnsUpstreamPort: dns!.port, nodeArgs, metricsPort })
       }
     }

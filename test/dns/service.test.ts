@@ -268,6 +268,25 @@ t.test('resolver.lookup: CNAME chains, re-query, NXDOMAIN', async (t) => {
   t.same(p.v4, ['10.0.0.5'], 'no rebinding check in lookup')
 })
 
+t.test('resolver.cachedAddresses: what lookup found, until the first answer it came from expires', async (t) => {
+  const r = s.svc.resolver
+  t.equal(r.cachedAddresses('never-looked-up.allowed.example'), undefined)
+  // A 70 s; AAAA NODATA, negatively cached for the SOA MINIMUM of 60 s.
+  const found = await r.lookup('chained.allowed.example')
+  const start = now
+  const sent = upstreamCount('chained.allowed.example')
+  const hit = r.cachedAddresses('Chained.Allowed.Example')
+  t.same(hit && [hit.v4, hit.v6], [found.v4, found.v6], 'case-insensitive, same addresses')
+  now = start + 59_000
+  t.ok(r.cachedAddresses('chained.allowed.example'), 'still fresh at 59 s')
+  t.ok(r.cachedAddresses('chained.allowed.example')!.ttl <= 11, 'TTL aged from the A record')
+  now = start + 60_000
+  t.equal(r.cachedAddresses('chained.allowed.example'), undefined, 'gone when the NODATA expires, before the A record')
+  t.equal(upstreamCount('chained.allowed.example'), sent, 'never a query of its own')
+  await t.rejects(r.lookup('nope.elsewhere.example'), { code: 'ENXDOMAIN' })
+  t.equal(r.cachedAddresses('nope.elsewhere.example'), undefined, 'failures are not remembered')
+})
+
 t.test('upstream SERVFAIL and silence → SERVFAIL to the client', async (t) => {
   const sf = decode((await udpExchange(port, query('servfail.allowed.example', 'A')))!)
   t.equal((sf as { rcode?: string }).rcode, 'SERVFAIL')

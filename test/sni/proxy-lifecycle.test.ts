@@ -409,3 +409,25 @@ t.test('a client that leaves while the name resolves: counted allowed, nothing d
   await p.stop()
   await upstream.close()
 })
+
+t.test('addresses the resolver already holds: dialled at once, no lookup, the hello replayed', async (t) => {
+  const upstream = await startRawUpstream({ expect: hello.length, reply: 'pong', endAfterReply: true })
+  const lookups: string[] = []
+  const asked: string[] = []
+  const warm = {
+    lookup: async (name: string) => {
+      lookups.push(name)
+      throw Object.assign(new Error('lookup must not be called'), { code: 'ESERVFAIL' })
+    },
+    cachedAddresses: (name: string) => (asked.push(name), { v4: ['127.0.0.1'], v6: [] }),
+  }
+  const p = await startProxy({ sni: { upstreamPort: upstream.port }, allow: ['allowed.test'], resolver: warm })
+  const out = await rawExchange(p.port, hello, { end: true })
+  t.equal(out.received.toString(), 'pong')
+  t.same(asked, ['allowed.test'])
+  t.same(lookups, [], 'no lookup')
+  t.ok(Buffer.from(hello).equals(upstream.received[0]!.bytes), 'the exact hello')
+  t.equal(await p.metric('egressd_sni_connections_total{verdict="allowed"}'), 1)
+  await p.stop()
+  await upstream.close()
+})
