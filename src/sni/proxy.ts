@@ -275,8 +275,8 @@ class Connection {
       if (this.proxy.logLimiter.allow()) {
         log.info(
           {
-            protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict: 'would_block', rule: rule?.entry ?? null,
-            reason: rule === null ? 'not_allowed' : 'denied', group: g!.name, mode: g!.mode, report_rule: passed.entry,
+            protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict: 'would_block', rule: rule?.pattern ?? null,
+            reason: rule === null ? 'not_allowed' : 'denied', group: g!.name, mode: g!.mode, report_rule: passed.pattern,
           },
           'would be blocked',
         )
@@ -284,7 +284,7 @@ class Connection {
     } else {
       this.decide(V_ALLOWED)
       if (log.isLevelEnabled('debug')) {
-        log.debug({ protocol: 'sni', client: this.client.remoteAddress, name, verdict: 'allowed', rule: rule.entry, ech: result.ech, group: g?.name ?? 'default' }, 'allowed')
+        log.debug({ protocol: 'sni', client: this.client.remoteAddress, name, verdict: 'allowed', rule: rule.pattern, ech: result.ech, group: g?.name ?? 'default' }, 'allowed')
       }
     }
     this.phase = PHASE_DIAL
@@ -477,7 +477,7 @@ class Connection {
     const g = this.group ?? this.proxy.groups?.select(this.client.remoteAddress ?? '') ?? null
     this.proxy.deps.log.info(
       {
-        protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict, rule: rule?.entry ?? null, reason,
+        protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict, rule: rule?.pattern ?? null, reason,
         group: g?.name ?? 'default', mode: g?.mode ?? 'enforce',
       },
       verdict === 'upstream_error' ? 'upstream unreachable' : 'blocked',
