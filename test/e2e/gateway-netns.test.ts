@@ -2,10 +2,12 @@
  * The whole gateway, end to end, across three network namespaces made by this test:
  *
  *   device 192.168.77.2 ─ lan0 [gateway: built egressd + config/nftables/egressd.nft] wan0 ─ world
+ *          fd77::2                                                                     2001:db8:…
  *
- * The world (198.18.0.2 and 198.18.1.x, RFC 2544 benchmarking space, which egressd
- * does not treat as private) runs an authoritative DNS server, two HTTPS servers with
- * different certificates and bodies, and UDP responders that report every datagram.
+ * The world (198.18.0.2 and 198.18.1.x, RFC 2544 benchmarking space, and 2001:db8:…,
+ * IPv6 documentation space, neither of which egressd treats as private) runs an
+ * authoritative DNS server, HTTPS servers with different certificates and bodies on
+ * both families, and UDP responders that report every datagram.
  * From the device, real dig, curl and openssl s_client show what a device would see.
  * Nothing leaves the namespaces.
  */
@@ -18,7 +20,9 @@ import { createTestCa } from '../helpers/certs.js'
 import { listSet } from '../firewall/helpers.js'
 import { CLI, logMsg, spawnInNs, type JsonLine, type NsProcess } from './netns/process.js'
 import { awaitCounter, nftCounter, templateWithDefines } from './netns/ruleset.js'
-import { GATEWAY_LAN, GATEWAY_WAN, WORLD, Topology, inNs, missingPrerequisite, runInNs } from './netns/topology.js'
+import {
+  GATEWAY_LAN, GATEWAY_LAN6, GATEWAY_WAN, GATEWAY_WAN6, WORLD, WORLD6, Topology, inNs, missingPrerequisite, runInNs,
+} from './netns/topology.js'
 
 const WORLD_SCRIPT = fileURLToPath(new URL('./netns/world.mjs', import.meta.url))
 const UDP_PROBE = fileURLToPath(new URL('./netns/udp-probe.mjs', import.meta.url))
@@ -29,6 +33,12 @@ const NTP_POOL = '198.18.1.20'
 const NTP_OTHER = '198.18.1.21'
 const ALLOWED_BODY = 'hello from the real allowed.example'
 const OTHER_BODY = 'hello from other.example'
+// IPv6-only names and hosts (2001:db8::/32, documentation space, not private for egressd).
+const ALLOWED6_HOST = '2001:db8:1::10'
+const OTHER6_HOST = '2001:db8:1::11'
+const NTP_POOL6 = '2001:db8:1::20'
+const ALLOWED6_BODY = 'hello from allowed6.example over IPv6'
+const OTHER6_BODY = 'hello from other6.example over IPv6'
 
 const skip = await missingPrerequisite()
 if (skip) t.comment(`skipping the network-namespace gateway test: ${skip}`)
@@ -47,7 +57,7 @@ t.test('a device behind the gateway reaches exactly the allowed names', { skip: 
     rmSync(dir, { recursive: true, force: true })
   })
   const { dev, gw } = topo.ns
-  await topo.build([ALLOWED_HOST, OTHER_HOST, NTP_POOL, NTP_OTHER])
+  await topo.build([ALLOWED_HOST, OTHER_HOST, NTP_POOL, NTP_OTHER, ALLOWED6_HOST, OTHER6_HOST, NTP_POOL6])
 
   // The fake internet.
   const ca = createTestCa()
@@ -60,15 +70,24 @@ t.test('a device behind the gateway reaches exactly the allowed names', { skip: 
   const https = [
     { host: ALLOWED_HOST, name: 'allowed.example', body: ALLOWED_BODY },
     { host: OTHER_HOST, name: 'other.example', body: OTHER_BODY },
+    { host: ALLOWED6_HOST, name: 'allowed6.example', body: ALLOWED6_BODY },
+    { host: OTHER6_HOST, name: 'other6.example', body: OTHER6_BODY },
   ].map(({ host, name, body }) => {
     const leaf = ca.issue([name])
     return { host, port: 443, certFile: file(`${name}.pem`, leaf.cert), keyFile: file(`${name}.key`, leaf.key), body }
   })
   const spec = {
-    dns: { host: WORLD, port: 53, zone: { 'allowed.example': ALLOWED_HOST, 'other.example': OTHER_HOST, 'ntp.example': NTP_POOL } },
+    dns: {
+      host: WORLD,
+      port: 53,
+      zone: {
+        'allowed.example': ALLOWED_HOST, 'other.example': OTHER_HOST, 'ntp.example': [NTP_POOL, NTP_POOL6],
+        'allowed6.example': ALLOWED6_HOST, 'other6.example': OTHER6_HOST,
+      },
+    },
     https,
-    // 443/udp on the allowed host: where QUIC would land if the gateway let it through.
-    udp: [NTP_POOL, NTP_OTHER].map((host) => ({ host, port: 123 })).concat([{ host: ALLOWED_HOST, port: 443 }]),
+    // 443/udp on the allowed hosts: where QUIC would land if the gateway let it through.
+    udp: [NTP_POOL, NTP_OTHER, NTP_POOL6].map((host) => ({ host, port: 123 })).concat([ALLOWED_HOST, ALLOWED6_HOST].map((host) => ({ host, port: 443 }))),
   }
   world = spawnInNs(topo.ns.world, [WORLD_SCRIPT, file('world.json', JSON.stringify(spec))])
   await world.waitFor((l) => l.ev === 'ready', 'world ready')
@@ -86,11 +105,11 @@ t.test('a device behind the gateway reaches exactly the allowed names', { skip: 
     'egressd.yaml',
     [
       'dns:',
-      `  listen: ["${GATEWAY_LAN}:53", "127.0.0.1:53"]`,
+      `  listen: ["${GATEWAY_LAN}:53", "[${GATEWAY_LAN6}]:53", "127.0.0.1:53"]`,
       `  upstreams: ["${WORLD}:53"]`,
-      '  clients: [192.168.77.0/24, 127.0.0.0/8]',
+      '  clients: [192.168.77.0/24, "fd77::/64", 127.0.0.0/8]',
       'sni:',
-      `  listen: ["${GATEWAY_LAN}:8443"]`,
+      `  listen: ["${GATEWAY_LAN}:8443", "[${GATEWAY_LAN6}]:8443"]`,
       '  upstream_port: 443',
       '  allow_private_destinations: false',
       'metrics:',
@@ -99,7 +118,7 @@ t.test('a device behind the gateway reaches exactly the allowed names', { skip: 
       '  nftables:',
       '    enabled: true',
       '    table: egressd',
-      'allow: ["allowed.example", {name: "ntp.example", ports: [123/udp]}]',
+      'allow: ["allowed.example", "allowed6.example", {name: "ntp.example", ports: [123/udp]}]',
       '',
     ].join('\n'),
   )
@@ -257,5 +276,71 @@ t.test('a device behind the gateway reaches exactly the allowed names', { skip: 
     t.notOk(sample('egressd_firewall_errors_total{reason="nft"}') > 0, 'no nft batch failed')
     t.equal(await counter('dropped_input'), 0, 'nothing the device sent to the gateway itself was dropped')
     t.equal(await counter('dropped_dns_bypass'), 0, 'no DNS escaped the redirect')
+  })
+
+  // IPv6, the same paths again: the ruleset's ip6 rules and @allow6, egressd's IPv6
+  // listeners, AAAA answers into the sink, and the SNI proxy dialling an IPv6 host.
+  const dig6 = async (server: string, name: string) => {
+    const r = await runInNs(dev, ['dig', `@${server}`, name, 'AAAA', '+tries=1', '+time=2'])
+    return { status: /status: ([A-Z]+)/.exec(r.stdout)?.[1] ?? 'none', addresses: [...r.stdout.matchAll(/^\S+\s+\d+\s+IN\s+AAAA\s+(\S+)$/gm)].map((m) => m[1]) }
+  }
+  const allow6 = async () => (await listSet(gw, 'egressd', 'allow6')).map((e) => e.key).sort()
+
+  t.test('IPv6: NTP passes only to an address an AAAA answer gave', async (t) => {
+    const dropped = await counter('dropped_forward')
+    t.equal(await udpSend(NTP_POOL6, 123, 'v6 too early', 300), null, 'before the answer: no reply')
+    t.equal(await awaitCounter(gw, 'egressd', 'dropped_forward', dropped + 1), dropped + 1, 'counted in dropped_forward')
+    t.same(await allow6(), [], 'the IPv6 allow set is empty: the A answers added nothing to it')
+    const ntp = await dig6(GATEWAY_LAN6, 'ntp.example')
+    t.same([ntp.status, ntp.addresses], ['NOERROR', [NTP_POOL6]], 'AAAA answered over IPv6 by egressd')
+    t.same(await allow6(), [`${NTP_POOL6} . udp . 123`], 'one element, for the port of the rule')
+    t.equal(await udpSend(NTP_POOL6, 123, 'v6 after', 3000), 'pong v6 after', 'after the answer: the reply comes back')
+    await world!.waitFor((l) => l.ev === 'udp' && l.data === 'v6 after', 'the v6 datagram reported')
+    t.same(
+      events('udp', (l) => l.server === NTP_POOL6).map((l) => [l.data, l.from]),
+      [['v6 after', GATEWAY_WAN6]],
+      'the world saw only the datagram sent after the answer, masqueraded to the gateway',
+    )
+  })
+
+  t.test('IPv6: blocked names are NXDOMAIN, also from a hard-coded IPv6 resolver', async (t) => {
+    t.equal((await dig6(GATEWAY_LAN6, 'other6.example')).status, 'NXDOMAIN')
+    t.equal((await dig6(WORLD6, 'other6.example')).status, 'NXDOMAIN', 'DNS to the world over IPv6 is redirected to egressd')
+    t.same(events('dns', (l) => l.name === 'other6.example'), [], 'the world was never asked')
+    t.notOk((await allow6()).some((k) => k.startsWith(OTHER6_HOST)), 'no element for the blocked name')
+  })
+
+  t.test('IPv6: HTTPS to an allowed name through the redirect, dialled by egressd over IPv6', async (t) => {
+    const address = (await dig6(GATEWAY_LAN6, 'allowed6.example')).addresses[0]
+    t.equal(address, ALLOWED6_HOST)
+    const extra = resolvConf ? [] : ['--resolve', `allowed6.example:443:[${address}]`]
+    const seen = events('https').length
+    const r = await curl('https://allowed6.example/', ...extra)
+    t.equal(r.code, 0, `curl succeeded ${r.stderr}`)
+    t.equal(r.stdout, `${ALLOWED6_BODY}\n${ALLOWED6_HOST}`, 'the body of the real host, at the address DNS gave')
+    await reported('https', seen + 1)
+    t.same(
+      events('https').slice(seen).map((l) => [l.server, l.servername, l.remote]),
+      [[ALLOWED6_HOST, 'allowed6.example', GATEWAY_WAN6]],
+      'the world saw one TLS request, from the gateway',
+    )
+    const s = await sClient(`[${OTHER6_HOST}]:443`, 'allowed6.example')
+    t.match(s.stdout, /subject=CN\s*=\s*allowed6\.example/, `an allowed SNI sent to ${OTHER6_HOST} gets allowed6.example's certificate`)
+    t.match(s.stdout, /Verify return code: 0 \(ok\)/, 'which verifies')
+  })
+
+  t.test('IPv6: a blocked SNI is reset and never reaches the world', async (t) => {
+    const r = await curl('https://other6.example/', '--resolve', `other6.example:443:[${OTHER6_HOST}]`)
+    t.not(r.code, 0, 'curl fails')
+    t.match(r.stderr, /reset by peer/i, `with a reset (${r.stderr.trim()})`)
+    t.equal(events('tcp', (l) => l.server === OTHER6_HOST).length, 0, `${OTHER6_HOST} got no connection at all`)
+  })
+
+  t.test('IPv6: QUIC is dropped and counted', async (t) => {
+    const quic = await counter('dropped_quic')
+    t.equal(await udpSend(ALLOWED6_HOST, 443, 'v6 quic initial', 300), null, 'no reply')
+    t.equal(await awaitCounter(gw, 'egressd', 'dropped_quic', quic + 1), quic + 1, 'counted in dropped_quic')
+    t.same(events('udp', (l) => l.server === ALLOWED6_HOST), [], 'nothing reached udp 443 in the world')
+    t.equal(await counter('dropped_input'), 0, 'the gateway itself refused nothing the device sent (neighbour discovery included)')
   })
 })

@@ -2,8 +2,14 @@
  * The three-namespace gateway of the end-to-end test, after test/firewall/template.test.ts:
  *
  *   dev 192.168.77.2/24 ─eth0──lan0─ gw 192.168.77.1 | 198.18.0.1/24 ─wan0──eth0─ world 198.18.0.2/24
+ *       fd77::2/64                      fd77::1        | 2001:db8:0:1::1/64          2001:db8:0:1::2/64
  *                                                                                 + 198.18.1.x/24
+ *                                                                                 + 2001:db8:1::x/64
  *
+ * The device side is a ULA (as on most home and office segments), the world is in the
+ * IPv6 documentation prefix, which egressd does not treat as private. IPv6 addresses
+ * are added with `nodad`: duplicate address detection would hold them tentative (and
+ * unusable) for the first second or two.
  * Every link is made inside the namespaces (`ip netns exec GW ip link add lan0 … peer
  * name eth0 netns DEV`), so no interface name can clash with the host's or with another
  * suite's; deleting the namespaces removes the veths with them.
@@ -24,6 +30,10 @@ export const DEVICE = '192.168.77.2'
 export const GATEWAY_LAN = '192.168.77.1'
 export const GATEWAY_WAN = '198.18.0.1'
 export const WORLD = '198.18.0.2'
+export const DEVICE6 = 'fd77::2'
+export const GATEWAY_LAN6 = 'fd77::1'
+export const GATEWAY_WAN6 = '2001:db8:0:1::1'
+export const WORLD6 = '2001:db8:0:1::2'
 
 /** Why the end-to-end test cannot run here, or null. */
 export async function missingPrerequisite(): Promise<string | null> {
@@ -98,7 +108,10 @@ export class Topology {
     return reaped
   }
 
-  /** `worldAddresses`: extra /24 addresses of the world's servers, reached via WORLD. */
+  /**
+   * `worldAddresses`: extra addresses of the world's servers, IPv4 in /24s reached via
+   * WORLD, IPv6 in /64s reached via WORLD6.
+   */
   async build(worldAddresses: readonly string[]): Promise<void> {
     const { dev, gw, world } = this.ns
     for (const ns of [gw, dev, world]) {
@@ -111,13 +124,25 @@ export class Topology {
     await inNs(gw, 'ip', 'addr', 'add', `${GATEWAY_WAN}/24`, 'dev', 'wan0')
     await inNs(dev, 'ip', 'addr', 'add', `${DEVICE}/24`, 'dev', 'eth0')
     await inNs(world, 'ip', 'addr', 'add', `${WORLD}/24`, 'dev', 'eth0')
-    for (const a of worldAddresses) await inNs(world, 'ip', 'addr', 'add', `${a}/24`, 'dev', 'eth0')
+    await inNs(gw, 'ip', '-6', 'addr', 'add', `${GATEWAY_LAN6}/64`, 'dev', 'lan0', 'nodad')
+    await inNs(gw, 'ip', '-6', 'addr', 'add', `${GATEWAY_WAN6}/64`, 'dev', 'wan0', 'nodad')
+    await inNs(dev, 'ip', '-6', 'addr', 'add', `${DEVICE6}/64`, 'dev', 'eth0', 'nodad')
+    await inNs(world, 'ip', '-6', 'addr', 'add', `${WORLD6}/64`, 'dev', 'eth0', 'nodad')
+    for (const a of worldAddresses) {
+      if (a.includes(':')) await inNs(world, 'ip', '-6', 'addr', 'add', `${a}/64`, 'dev', 'eth0', 'nodad')
+      else await inNs(world, 'ip', 'addr', 'add', `${a}/24`, 'dev', 'eth0')
+    }
     for (const [ns, ifs] of [[gw, ['lo', 'lan0', 'wan0']], [dev, ['lo', 'eth0']], [world, ['lo', 'eth0']]] as const) {
       for (const i of ifs) await inNs(ns, 'ip', 'link', 'set', i, 'up')
     }
     await inNs(dev, 'ip', 'route', 'add', '198.18.0.0/15', 'via', GATEWAY_LAN)
-    for (const a of new Set(worldAddresses.map((x) => x.replace(/\.\d+$/, '.0/24')))) await inNs(gw, 'ip', 'route', 'add', a, 'via', WORLD)
+    await inNs(dev, 'ip', '-6', 'route', 'add', '2001:db8::/32', 'via', GATEWAY_LAN6)
+    const v4 = worldAddresses.filter((a) => !a.includes(':'))
+    const v6 = worldAddresses.filter((a) => a.includes(':'))
+    for (const a of new Set(v4.map((x) => x.replace(/\.\d+$/, '.0/24')))) await inNs(gw, 'ip', 'route', 'add', a, 'via', WORLD)
+    for (const a of new Set(v6.map((x) => x.replace(/::[0-9a-f]+$/, '::/64')))) await inNs(gw, 'ip', '-6', 'route', 'add', a, 'via', WORLD6)
     await inNs(gw, 'sysctl', '-qw', 'net.ipv4.ip_forward=1')
+    await inNs(gw, 'sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1')
   }
 
   /**

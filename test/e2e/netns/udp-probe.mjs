@@ -2,7 +2,7 @@
 // `ip netns exec DEV node udp-probe.mjs MODE …`; prints one JSON line.
 //
 //   send ADDR PORT TEXT WAIT_MS
-//     one datagram, no retry; {"reply": "pong TEXT" | null}.
+//     one datagram (IPv4 or IPv6, after ADDR), no retry; {"reply": "pong TEXT" | null}.
 //   resolve-send DNS_ADDR NAME PORT TEXT WAIT_MS
 //     asks DNS_ADDR:53 for NAME/A and sends one datagram to the first address in the
 //     same tick the answer arrives, no retry: the packet that would lose a race
@@ -35,7 +35,8 @@ function sendOnce(sock, addr, port, text, waitMs) {
   })
 }
 
-const sock = dgram.createSocket('udp4')
+// The family of the address datagrams go to: the first argument of `send`; `resolve-send` asks for A.
+const sock = dgram.createSocket(mode === 'send' && args[0].includes(':') ? 'udp6' : 'udp4')
 await new Promise((r) => sock.bind(0, r))
 
 if (mode === 'send') {

@@ -3,8 +3,9 @@
 // cannot use tap's TypeScript loader; dns2 and dns-packet resolve from the repo's
 // node_modules by walking up from this file.
 //
-// SPEC: { dns: {host, port, zone: {name: address}}, https: [{host, port, certFile,
-// keyFile, body}], udp: [{host, port}] }.
+// SPEC: { dns: {host, port, zone: {name: address | [address…]}}, https: [{host, port,
+// certFile, keyFile, body}], udp: [{host, port}] }. Hosts may be IPv4 or IPv6; a name
+// gets A records for its IPv4 addresses and AAAA records for its IPv6 ones.
 // Control channel: one JSON object per line on stdout, in the order things happened:
 // {"ev":"ready"}, {"ev":"dns",name,type,transport}, {"ev":"tcp",server,remote},
 // {"ev":"https",server,servername,host,remote}, {"ev":"udp",server,port,from,data}.
@@ -35,11 +36,12 @@ function answer(request, transport) {
   const name = String(q.name).toLowerCase().replace(/\.$/, '')
   const typeName = { 1: 'A', 28: 'AAAA' }[Number(q.type)] ?? `UNKNOWN_${q.type}`
   emit({ ev: 'dns', name, type: typeName, transport })
-  const address = spec.dns.zone[name]
+  const known = spec.dns.zone[name]
   const base = { type: 'response', id: request.header.id, flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_DESIRED, questions: [{ name: q.name, type: typeName, class: 'IN' }] }
-  if (address === undefined) return dnsPacket.encode({ ...base, flags: base.flags | 3, answers: [], authorities: [SOA] })
-  if (typeName !== 'A') return dnsPacket.encode({ ...base, answers: [], authorities: [SOA] })
-  return dnsPacket.encode({ ...base, answers: [{ type: 'A', name: q.name, ttl: TTL, data: address }] })
+  if (known === undefined) return dnsPacket.encode({ ...base, flags: base.flags | 3, answers: [], authorities: [SOA] })
+  const addresses = [known].flat().filter((a) => (typeName === 'AAAA' ? a.includes(':') : typeName === 'A' && !a.includes(':')))
+  if (addresses.length === 0) return dnsPacket.encode({ ...base, answers: [], authorities: [SOA] })
+  return dnsPacket.encode({ ...base, answers: addresses.map((data) => ({ type: typeName, name: q.name, ttl: TTL, data })) })
 }
 
 async function startDns() {
@@ -71,7 +73,7 @@ async function startHttps(s) {
 }
 
 async function startUdp(s) {
-  const sock = dgram.createSocket('udp4')
+  const sock = dgram.createSocket(s.host.includes(':') ? 'udp6' : 'udp4')
   sock.on('message', (msg, rinfo) => {
     const data = msg.toString('utf8', 0, Math.min(msg.length, 200))
     emit({ ev: 'udp', server: s.host, port: s.port, from: rinfo.address, data })
