@@ -4,6 +4,8 @@ import { EgressdError } from '../errors.js'
 /** Applies one nft script as one transaction: all of it or none of it. */
 export interface NftRunner {
   run(script: string): Promise<void>
+  /** Runs `nft ARGS…` and resolves with what it printed (the start-up probe lists a set with it). */
+  query?(args: readonly string[]): Promise<string>
 }
 
 export class NftError extends EgressdError {
@@ -24,6 +26,8 @@ export interface SpawnNftRunnerOptions {
 
 /** Only the start of stderr is kept: nft echoes the whole offending command, which for a batch is megabytes. */
 const MAX_STDERR = 4096
+/** query() reads small listings; more than this is an error, not a buffer that grows. */
+const MAX_STDOUT = 1 << 20
 
 /** Spawns `nft -f -` with the script on stdin; rejects with an NftError carrying stderr. */
 export class SpawnNftRunner implements NftRunner {
@@ -36,8 +40,19 @@ export class SpawnNftRunner implements NftRunner {
   }
 
   run(script: string): Promise<void> {
+    return this.spawnNft(['-f', '-'], script).then(() => undefined)
+  }
+
+  query(args: readonly string[]): Promise<string> {
+    return this.spawnNft(args, null)
+  }
+
+  private spawnNft(args: readonly string[], stdin: string | null): Promise<string> {
     return new Promise((resolve, reject) => {
-      const child = spawn(this.command[0]!, [...this.command.slice(1), '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] })
+      const child = spawn(this.command[0]!, [...this.command.slice(1), ...args], {
+        stdio: ['pipe', stdin === null ? 'pipe' : 'ignore', 'pipe'],
+      })
+      let stdout = ''
       let stderr = ''
       let settled = false
       const finish = (err: Error | null) => {
@@ -45,14 +60,22 @@ export class SpawnNftRunner implements NftRunner {
         settled = true
         clearTimeout(timer)
         if (err) reject(err)
-        else resolve()
+        else resolve(stdout)
       }
       const timer = setTimeout(() => {
         child.kill('SIGKILL')
         finish(new NftError(`nft did not finish within ${this.timeoutMs} ms`))
       }, this.timeoutMs)
-      child.stderr.setEncoding('utf8')
-      child.stderr.on('data', (chunk: string) => {
+      child.stdout?.setEncoding('utf8')
+      child.stdout?.on('data', (chunk: string) => {
+        stdout += chunk
+        if (stdout.length > MAX_STDOUT) {
+          child.kill('SIGKILL')
+          finish(new NftError(`nft printed more than ${MAX_STDOUT} bytes`))
+        }
+      })
+      child.stderr!.setEncoding('utf8')
+      child.stderr!.on('data', (chunk: string) => {
         if (stderr.length < MAX_STDERR) stderr += chunk.slice(0, MAX_STDERR - stderr.length)
       })
       child.on('error', (err) => finish(new NftError(`cannot run ${this.command.join(' ')}: ${err.message}`)))
@@ -61,8 +84,8 @@ export class SpawnNftRunner implements NftRunner {
         else finish(new NftError(`nft exited with ${code ?? signal}: ${firstLines(stderr)}`))
       })
       // EPIPE when nft dies before reading its input; 'close' reports the exit.
-      child.stdin.on('error', () => {})
-      child.stdin.end(script)
+      child.stdin!.on('error', () => {})
+      child.stdin!.end(stdin ?? '')
     })
   }
 }

@@ -5,7 +5,9 @@ import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { Rule } from '../policy/types.js'
 import { firewallMetrics, type FirewallMetrics } from './metrics.js'
-import { batchScript, clampTimeout, declareScript, elementKey, isValidTableName, type SetBatch } from './nft-script.js'
+import {
+  batchScript, clampTimeout, declareScript, elementKey, isValidTableName, refreshProbeResult, refreshProbeScripts, type RefreshMode, type SetBatch,
+} from './nft-script.js'
 import { SpawnNftRunner, type NftRunner } from './nft-runner.js'
 
 export type { NftRunner } from './nft-runner.js'
@@ -101,6 +103,8 @@ export class NftablesSink {
   private stopped = false
   private readonly addedSlot4: number
   private readonly addedSlot6: number
+  /** add-delete-add until the start-up probe shows this kernel refreshes on a plain add. */
+  private refresh: RefreshMode = 'add-delete-add'
 
   constructor(cfg: NftablesConfig, deps: NftablesSinkDeps) {
     if (!isValidTableName(cfg.table)) throw new Error(`invalid nftables table name ${JSON.stringify(cfg.table)}`)
@@ -125,11 +129,39 @@ export class NftablesSink {
     const t0 = this.now()
     try {
       await this.runner.run(declareScript(this.table))
-      this.log.info({ table: this.table, ms: this.now() - t0 }, 'nftables sets ready')
     } catch (err) {
       this.metrics.errors.incLabel('start')
       this.log.error({ err, table: this.table }, 'nftables table or sets could not be created; DNS continues without firewall elements')
+      return
     }
+    this.refresh = await this.probeRefresh()
+    this.log.info({ table: this.table, refresh: this.refresh, ms: this.now() - t0 }, 'nftables sets ready')
+  }
+
+  /** How this sink writes elements that may exist already (see RefreshMode). */
+  get refreshMode(): RefreshMode {
+    return this.refresh
+  }
+
+  /**
+   * Asks the running kernel whether a plain `add element` refreshes an element's
+   * timeout, in a scratch table named after this process. Any failure means no: the
+   * three-command way is right on every kernel. Costs four nft runs, once.
+   */
+  private async probeRefresh(): Promise<RefreshMode> {
+    const query = this.runner.query?.bind(this.runner)
+    if (query === undefined) return 'add-delete-add'
+    const scripts = refreshProbeScripts(`egressd_probe_${process.pid}`)
+    let mode: RefreshMode = 'add-delete-add'
+    try {
+      await this.runner.run(scripts.create)
+      await this.runner.run(scripts.readd)
+      mode = refreshProbeResult(await query(scripts.list))
+    } catch (err) {
+      this.log.warn({ err }, 'nftables refresh probe failed; writing elements as add, delete, add')
+    }
+    await this.runner.run(scripts.remove).catch(() => {})
+    return mode
   }
 
   add(name: string, rule: Rule, addresses: readonly AnswerAddress[]): Promise<void> {
@@ -262,10 +294,10 @@ export class NftablesSink {
     const started = process.hrtime.bigint()
     let error: unknown = null
     try {
-      await this.runner.run(batchScript(this.table, batch.v4, batch.v6, false))
+      await this.runner.run(batchScript(this.table, batch.v4, batch.v6, false, this.refresh))
     } catch (first) {
       try {
-        await this.runner.run(batchScript(this.table, batch.v4, batch.v6, true))
+        await this.runner.run(batchScript(this.table, batch.v4, batch.v6, true, this.refresh))
         this.log.warn({ err: first, table: this.table }, 'nftables batch failed, then applied after declaring the table and sets again (was the ruleset flushed?)')
       } catch (second) {
         error = second

@@ -65,14 +65,37 @@ if (!probe.ok) {
     // This sink has never seen the element: it must still end with the new timeout
     // even where a plain `add element` would leave the old one (kernels < 6.12).
     await s.add('time1.google.com', NTP, [{ address: '192.0.2.10', family: 4, ttl: 3540 }])
-    const after = await listSet(ns, 'egressd', 'allow4')
-    t.equal(after.find((e) => e.key === '192.0.2.10 . udp . 123')?.timeout, 3600)
-    // and downwards too: a fresh process writes what the answer says.
+    const after = (await listSet(ns, 'egressd', 'allow4')).find((e) => e.key === '192.0.2.10 . udp . 123')
+    t.equal(after?.timeout, 3600, `the new timeout, written with ${s.refreshMode}`)
+    t.ok(after!.expires > 3500, `and the new deadline (expires ${after!.expires} s)`)
+    // and downwards too: a fresh process writes what the answer says. Never started, it
+    // has not probed, so it writes the three-command way: both ways are checked here.
     const { s: s2 } = sink()
+    t.equal(s2.refreshMode, 'add-delete-add')
     await s2.add('time1.google.com', NTP, [{ address: '192.0.2.10', family: 4, ttl: 5 }])
-    t.equal((await listSet(ns, 'egressd', 'allow4')).find((e) => e.key === '192.0.2.10 . udp . 123')?.timeout, 65)
+    const down = (await listSet(ns, 'egressd', 'allow4')).find((e) => e.key === '192.0.2.10 . udp . 123')
+    t.equal(down?.timeout, 65)
+    t.ok(down!.expires <= 65, `expires ${down!.expires} s`)
     await s.stop()
     await s2.stop()
+  })
+
+  t.test("the refresh probe tells what this kernel does, and leaves no table behind", async (t) => {
+    // The same experiment by hand: 10 s, then 3 600 s on a plain add, in separate runs.
+    await execFileP('sh', ['-c', `printf '%s\n' 'add table inet by_hand' 'add set inet by_hand s { type ipv4_addr . inet_proto . inet_service; flags timeout; }' 'add element inet by_hand s { 192.0.2.9 . tcp . 9 timeout 10s }' | ip netns exec ${ns} nft -f -`])
+    await nft('add', 'element', 'inet', 'by_hand', 's', '{ 192.0.2.9 . tcp . 9 timeout 3600s }')
+    const expires = (await listSet(ns, 'by_hand', 's'))[0]!.expires
+    await nft('delete', 'table', 'inet', 'by_hand')
+    const kernelRefreshes = expires > 10
+    t.comment(`this kernel ${kernelRefreshes ? 'refreshes' : 'does not refresh'} a timeout on a plain add (expires ${expires} s)`)
+
+    const { s, lines } = sink()
+    await s.start()
+    t.equal(s.refreshMode, kernelRefreshes ? 'add' : 'add-delete-add')
+    t.match(lines.find((l) => l.msg === 'nftables sets ready'), { refresh: s.refreshMode })
+    const { stdout } = await nft('list', 'tables')
+    t.notMatch(stdout, /egressd_probe/, 'the probe table is gone')
+    await s.stop()
   })
 
   t.test('500 concurrent answers: few nft runs, every element present after its promise', async (t) => {

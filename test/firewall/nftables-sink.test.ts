@@ -1,7 +1,7 @@
 import t from 'tap'
 import { Registry } from 'prom-client'
 import { NftablesSink } from '../../src/firewall/nftables-sink.js'
-import { batchScript, clampTimeout, declareScript, MAX_TIMEOUT_SECONDS } from '../../src/firewall/nft-script.js'
+import { batchScript, clampTimeout, declareScript, MAX_TIMEOUT_SECONDS, refreshProbeResult } from '../../src/firewall/nft-script.js'
 import { SpawnNftRunner } from '../../src/firewall/nft-runner.js'
 import { captureLogger, FakeRunner, rule, tick } from './helpers.js'
 
@@ -304,4 +304,69 @@ t.test('SpawnNftRunner: the script reaches stdin; failure rejects with stderr; a
   await t.rejects(bad.run('x'), { code: 'ENFT', message: /Operation not permitted \| add table inet x$/ })
   await t.rejects(new SpawnNftRunner({ command: ['/nonexistent/nft'] }).run('x'), { code: 'ENFT', message: /cannot run/ })
   await t.rejects(new SpawnNftRunner({ command: ['sh', '-c', 'sleep 5'], timeoutMs: 50 }).run(''), { code: 'ENFT', message: /did not finish/ })
+})
+
+/** A runner that also answers `query` (the refresh probe's listing). */
+class ProbingRunner extends FakeRunner {
+  readonly queries: string[][] = []
+  constructor(private readonly listing: () => Promise<string>) {
+    super()
+  }
+  query(args: readonly string[]): Promise<string> {
+    this.queries.push([...args])
+    return this.listing()
+  }
+}
+
+const listing = (expires: number) =>
+  JSON.stringify({ nftables: [{ metainfo: {} }, { set: { name: 's', elem: [{ elem: { val: { concat: ['192.0.2.1', 'tcp', 9] }, timeout: 3600, expires } }] } }] })
+
+function probingSetup(list: () => Promise<string>) {
+  const runner = new ProbingRunner(list)
+  const { log, lines } = captureLogger()
+  const sink = new NftablesSink(CFG, { log, registry: new Registry(), runner })
+  return { runner, sink, lines }
+}
+
+t.test('refresh probe: a kernel that refreshes on add gets one add per set', async (t) => {
+  const { runner, sink, lines } = probingSetup(async () => listing(3599))
+  await sink.start()
+  t.equal(sink.refreshMode, 'add')
+  const probeTable = `egressd_probe_${process.pid}`
+  t.equal(runner.scripts.length, 4, 'declare, create, re-add, remove')
+  t.match(runner.scripts[1], new RegExp(`^add table inet ${probeTable}\ndelete table inet ${probeTable}\nadd table inet ${probeTable}\n`), 'starts from an empty table')
+  t.match(runner.scripts[1], /timeout 10s/)
+  t.match(runner.scripts[2], /^add element inet egressd_probe_\d+ s \{ 192\.0\.2\.1 \. tcp \. 9 timeout 3600s \}\n$/)
+  t.same(runner.queries, [['-j', 'list', 'set', 'inet', probeTable, 's']])
+  t.equal(runner.scripts[3], `delete table inet ${probeTable}\n`)
+  t.notMatch(runner.scripts.slice(1).join(''), /\begressd (allow4|allow6)\b/, 'the probe never touches the real sets')
+  t.match(lines.find((l) => l.msg === 'nftables sets ready'), { refresh: 'add' })
+  await sink.add('a.example', rule([{ port: 443, proto: 'tcp' }]), [{ address: '192.0.2.7', family: 4, ttl: 40 }])
+  t.equal(runner.scripts[4], 'add element inet egressd allow4 { 192.0.2.7 . tcp . 443 timeout 100s }\n')
+})
+
+t.test('refresh probe: an old kernel, an unreadable listing, or a failing nft keep add/delete/add', async (t) => {
+  for (const [what, list] of [
+    ['the old timeout kept', async () => listing(9)],
+    ['not JSON', async () => 'Error: something'],
+    ['query fails', async () => Promise.reject(new Error('nft: Operation not permitted'))],
+  ] as const) {
+    const { runner, sink, lines } = probingSetup(list)
+    await sink.start()
+    t.equal(sink.refreshMode, 'add-delete-add', what)
+    t.equal(runner.scripts.at(-1), `delete table inet egressd_probe_${process.pid}\n`, `${what}: the probe table is removed`)
+    if (what === 'query fails') t.ok(lines.some((l) => l.msg === 'nftables refresh probe failed; writing elements as add, delete, add'))
+    await sink.add('a.example', rule([{ port: 443, proto: 'tcp' }]), [{ address: '192.0.2.7', family: 4, ttl: 40 }])
+    t.match(runner.scripts.at(-1), /^add element .*\ndelete element .*\nadd element .*\n$/, `${what}: three commands`)
+  }
+  t.equal(refreshProbeResult('{"nftables": [{"set": {"elem": [{"elem": {"expires": "3599"}}]}}]}'), 'add-delete-add', 'a non-number is no')
+})
+
+t.test('batchScript in add mode: one add per set, exact text', async (t) => {
+  const none = { keys: [], timeouts: [] }
+  t.equal(
+    batchScript('fw', { keys: ['198.51.100.7 . udp . 123'], timeouts: [61] }, { keys: ['2001:db8::7 . tcp . 443'], timeouts: [70] }, false, 'add'),
+    'add element inet fw allow4 { 198.51.100.7 . udp . 123 timeout 61s }\n' + 'add element inet fw allow6 { 2001:db8::7 . tcp . 443 timeout 70s }\n',
+  )
+  t.equal(batchScript('fw', none, none, false, 'add'), '')
 })
