@@ -17,6 +17,7 @@ import { performance, PerformanceObserver } from 'node:perf_hooks'
 import { compilePolicy } from '../src/policy/compile.js'
 import type { Policy } from '../src/policy/match.js'
 import { DEFAULT_PORTS, type PolicyEntry } from '../src/policy/types.js'
+import { prng } from '../test/helpers/prng.js'
 
 const WORDS = ['api', 'cdn', 'mqtt', 'ntp', 'time', 'update', 'registry', 'auth', 'telemetry', 'gw', 'edge', 'static', 'ota', 's3']
 const REGIONS = ['eu', 'us', 'ap', 'west', 'east', 'north']
@@ -31,16 +32,6 @@ export interface Corpus {
   offsets: Int32Array
   /** Allowed verdicts per pass over the queries, by construction. */
   expected: number
-}
-
-/** Deterministic generator (mulberry32) so every run measures the same corpus. */
-function prng(s: number): () => number {
-  return () => {
-    s = (s + 0x6d2b79f5) | 0
-    let x = Math.imul(s ^ (s >>> 15), 1 | s)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 export function corpus(n: number): Corpus {

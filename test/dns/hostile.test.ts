@@ -3,6 +3,7 @@ import t from 'tap'
 import dgram from 'node:dgram'
 import net from 'node:net'
 import { decode, fakeUpstream, rawHeader, makeConfig, metric, query, STANDARD_POLICY, standardZone, startService, tcpClient, udpExchange } from './helpers.js'
+import { prng } from '../helpers/prng.js'
 
 const up = await fakeUpstream(standardZone)
 t.teardown(() => up.close())
@@ -15,16 +16,6 @@ const header = (flags: number, counts: [number, number, number, number], rest: n
 const Q = [1, 0x61, 0, 0, 1, 0, 1]
 const label = (n: number) => [n, ...Buffer.alloc(n, 0x61)]
 const rcodeOf = (b: Buffer | null) => (b === null ? 'silence' : b.length < 12 ? 'short' : String(b[3]! & 0x0f))
-
-/** A small seeded PRNG (mulberry32) so the random corpus is the same every run. */
-function prng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 t.test('malformed corpus gets FORMERR/NOTIMP or silence, then a good query is answered', async (t) => {
   const cases: [string, Buffer, string][] = [

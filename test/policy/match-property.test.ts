@@ -9,20 +9,12 @@ import { compilePolicy } from '../../src/policy/compile.js'
 import type { Policy } from '../../src/policy/match.js'
 import { DEFAULT_PORTS, type PolicyEntry } from '../../src/policy/types.js'
 import { ReferenceMatcher, labelsToWire } from './reference-matcher.js'
+import { prng } from '../helpers/prng.js'
 
 const seed = process.env.EGRESSD_SEED !== undefined ? Number(process.env.EGRESSD_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0
 const POLICIES = 300
 const NAMES_PER_POLICY = 120
 
-/** mulberry32: small, seedable, good enough to pick cases. */
-function prng(s: number): () => number {
-  return () => {
-    s = (s + 0x6d2b79f5) | 0
-    let x = Math.imul(s ^ (s >>> 15), 1 | s)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 const rand = prng(seed)
 const int = (n: number): number => Math.floor(rand() * n)
 const pick = <T>(a: readonly T[]): T => a[int(a.length)]!
