@@ -126,7 +126,7 @@ function check(file: string, names: string[], json: boolean, client: string | nu
   }
   let anyBlocked = false
   for (const typed of names) {
-    // Names are taken as typed; Unicode becomes punycode first (DESIGN.md). An
+    // Names are taken as typed; Unicode becomes punycode first (docs/design.md, policy semantics). An
     // unconvertible name stays as typed and so matches nothing.
     const name = /^[\x00-\x7f]*$/.test(typed) ? typed : domainToASCII(typed) || typed
     const rule = group.policy.match(name)

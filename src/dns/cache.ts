@@ -34,7 +34,7 @@ export interface CacheLimits {
  * Answers keyed by (lowercased QNAME wire bytes, QTYPE, QCLASS, DO, CD). Bounded by
  * entry count and bytes (lru-cache max + maxSize). Expiry is checked on `get` against
  * an injectable clock instead of lru-cache's ttlAutopurge, which keeps one timer per
- * entry (DEPENDENCIES.md); expired entries are dropped when met or pushed out by LRU.
+ * entry (docs/design.md, dependencies); expired entries are dropped when met or pushed out by LRU.
  */
 export class DnsCache {
   private lru: LRUCache<string, StoredAnswer>

@@ -1,5 +1,5 @@
 /**
- * "Private" as DESIGN.md defines it: 0.0.0.0/8, 10/8, 100.64/10, 127/8, 169.254/16,
+ * "Private" as docs/design.md defines it: 0.0.0.0/8, 10/8, 100.64/10, 127/8, 169.254/16,
  * 172.16/12, 192.168/16, 224/4 and above; ::, ::1, fc00::/7, fe80::/10, ff00::/8; and
  * IPv4 addresses embedded in IPv6 (IPv4-mapped ::ffff:0:0/96, IPv4-compatible ::/96,
  * NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16), judged by the embedded v4.

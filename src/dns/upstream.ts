@@ -46,7 +46,7 @@ const MAX_TCP_MESSAGE = 65_535
 
 /**
  * Forwards one query to the configured upstreams, in order, until one answers.
- * Hand-written on dgram/net (DEPENDENCIES.md: dns2's client has a 10 s timeout, no
+ * Hand-written on dgram/net (docs/design.md, dependencies: dns2's client has a 10 s timeout, no
  * retries and no TCP timeout, and its codec must never re-encode a relayed answer).
  *
  * Each UDP try uses a new socket on a kernel-chosen (randomized) source port and a

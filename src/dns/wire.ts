@@ -1,8 +1,8 @@
 /**
  * DNS wire format on raw bytes: the query parser, reply builders, and the answer
- * scanner/rewriter. Pure: no sockets, timers, logging or metrics (STYLE.md).
+ * scanner/rewriter. Pure: no sockets, timers, logging or metrics.
  *
- * Hand-written rather than dns2 or dns-packet (DEPENDENCIES.md): dns2's codec reads
+ * Hand-written rather than dns2 or dns-packet (docs/design.md, dependencies): dns2's codec reads
  * bit by bit (25 µs per query, ~1.9 s for a hostile 12-byte header), drops unknown
  * EDNS options and re-encodes answers lossily; dns-packet throws and allocates a full
  * object tree. The daemon only needs the header, the one question and an RR walk, and

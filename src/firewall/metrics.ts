@@ -4,7 +4,7 @@ import { FastCounter } from '../metrics/fast-counter.js'
 export type FirewallErrorReason = 'nft' | 'start' | 'invalid_address' | 'queue_full'
 export type BatchResult = 'applied' | 'failed'
 
-/** The firewall sink's metrics only (STYLE.md: one metrics.ts per folder). */
+/** The firewall sink's metrics only: each folder keeps its own metrics.ts. */
 export function firewallMetrics(registry: Registry, pending: () => number) {
   return {
     /** Elements written to the kernel in applied batches, refreshes included. */

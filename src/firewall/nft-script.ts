@@ -1,6 +1,6 @@
 /**
  * Text of the `nft -f -` scripts the sink runs. Pure: no I/O, no clock; the sink owns
- * the process, the batching and the counters (STYLE.md: parser and socket owner apart).
+ * the process, the batching and the counters.
  */
 
 /** Element timeouts are whole seconds in [MIN, MAX]. */

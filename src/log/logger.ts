@@ -4,7 +4,7 @@ export type { Logger }
 
 /**
  * JSON lines on stdout, written synchronously: pino's default asynchronous
- * destination may lose the last lines on SIGTERM (DEPENDENCIES.md), and under
+ * destination may lose the last lines on SIGTERM (docs/design.md, dependencies), and under
  * systemd those are the lines an operator reads.
  */
 export function createLogger(level: string): Logger {

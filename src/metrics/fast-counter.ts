@@ -3,7 +3,7 @@ import { Gauge, type Registry } from 'prom-client'
 /**
  * A counter with a fixed set of label values, kept in a Float64Array and published
  * by prom-client's `collect()` at scrape time. prom-client's own `inc({labels})`
- * measured ~320 ns; an array increment ~2 ns (DEPENDENCIES.md), and the DNS and SNI
+ * measured ~320 ns; an array increment ~2 ns (docs/design.md, dependencies), and the DNS and SNI
  * hot paths count several things per packet.
  *
  * Exposed with TYPE counter: prom-client's Counter refuses `set`, so the collect hook

@@ -27,7 +27,7 @@ export interface ExpandedPattern {
   readonly names: readonly string[]
 }
 
-/** One entry expands to at most this many names (DESIGN.md). */
+/** One entry expands to at most this many names (docs/design.md, policy semantics). */
 export const MAX_EXPANSION = 10_000
 export const MAX_LABEL = 63
 export const MAX_NAME = 253

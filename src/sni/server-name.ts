@@ -1,6 +1,6 @@
 /**
  * Judges the bytes of a ClientHello's host_name. Pure: bytes in, a verdict out.
- * Only the alphabet DESIGN.md allows in a label reaches the policy; anything else is
+ * Only the label alphabet of docs/design.md reaches the policy; anything else is
  * reported with a reason so the proxy can block it and say why.
  */
 

@@ -43,7 +43,7 @@ export function deny(...names: string[]): PolicyEntry[] {
   return names.map((entry) => ({ action: 'deny' as const, entry, ports: [{ port: 443, proto: 'tcp' as const }], source: 'test' }))
 }
 
-/** A Config with DESIGN.md's defaults, listening on 127.0.0.1:0, and `dns` fields overridden. */
+/** A Config with the documented defaults (docs/design.md), listening on 127.0.0.1:0, and `dns` fields overridden. */
 export function makeConfig(dns: DnsOverrides = {}, policy: readonly PolicyEntry[] = []): Config {
   const d: DnsConfig = {
     listen: [hostPort('127.0.0.1:0')],

@@ -16,7 +16,7 @@ const PUBLIC = [
   '2001:db8::1', '2606:4700::1111', '::1:0:0:1', 'fe00::1', 'fec0::1', '::ffff:8.8.8.8', '64:ff9b::808:808', '2002:0808:0808::1',
 ]
 
-t.test('DESIGN.md private ranges, string and byte forms agree', async (t) => {
+t.test('the documented private ranges, string and byte forms agree', async (t) => {
   const buf = new Uint8Array(16)
   for (const ip of PRIVATE) {
     t.ok(isPrivateIp(ip), `${ip} private`)

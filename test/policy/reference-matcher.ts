@@ -1,6 +1,6 @@
 /**
  * The naive matcher the compiled trie is held to: lowercase, strip one dot, check the
- * bytes, split, look suffixes up in Maps. Same deciding-rule semantics as DESIGN.md;
+ * bytes, split, look suffixes up in Maps. Same deciding-rule semantics as docs/design.md;
  * returns rule ids (the compiled Policy numbers its rules identically: entries in
  * order, each entry's expansion in order).
  */
