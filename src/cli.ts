@@ -1,17 +1,18 @@
 #!/usr/bin/env node
-import { createReadStream, readFileSync } from 'node:fs'
+import { createReadStream } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { domainToASCII } from 'node:url'
-import { ConfigErrors } from './errors.js'
-import { allGroups, groupOf } from './config/groups.js'
+import { allGroups } from './config/groups.js'
 import { loadConfig } from './config/load.js'
 import { ipToBytes } from './config/net.js'
-import type { Cidr } from './config/types.js'
+import { Decider, Decision, VERDICT_ALLOWED, VERDICT_WOULD_BLOCK } from './policy/decide.js'
 import { GroupSet, type CompiledGroup } from './policy/groups.js'
 import { formatPort, type Rule } from './policy/types.js'
 import { Observations } from './suggest/observe.js'
 import { render } from './suggest/render.js'
 import { findDaemons } from './reload-command.js'
+import { version } from './version.js'
+import { configFailure } from './exit-codes.js'
 
 const USAGE = `usage:
   egressd run -c FILE               run the daemon in the foreground (SIGHUP reloads, SIGTERM stops)
@@ -65,20 +66,6 @@ function parseArgs(argv: string[]): Args | string {
   return args
 }
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
-  return pkg.version
-}
-
-/** Prints configuration errors one per line and returns exit code 2; anything else is a bug and rethrown. */
-function configFailure(e: unknown): number {
-  if (e instanceof ConfigErrors) {
-    for (const err of e.errors) process.stderr.write(err.message + '\n')
-    return 2
-  }
-  throw e
-}
-
 function validate(file: string): number {
   try {
     const { config, warnings } = loadConfig(file)
@@ -96,63 +83,62 @@ function validate(file: string): number {
 }
 
 function check(file: string, names: string[], json: boolean, client: string | null): number {
-  let groups: GroupSet
+  let decider: Decider
   let group: CompiledGroup
-  let cidr: Cidr | null = null
+  let why: string
   try {
     const config = loadConfig(file).config
-    groups = GroupSet.compile(allGroups(config))
-    group = groups.default
-    if (client !== null) {
-      const bytes = ipToBytes(client)
-      if (bytes === null) {
-        process.stderr.write(`egressd check: --client "${client}" is not an IP address\n`)
-        return 2
-      }
-      const found = groupOf(config, bytes)
-      group = groups.byName(found.group.name)!
-      cidr = found.cidr
-    }
+    decider = new Decider(GroupSet.compile(allGroups(config)), { blockResponse: config.dns.blockResponse })
   } catch (e) {
     return configFailure(e)
   }
-  if (!json && (client !== null || groups.named)) {
-    const why = cidr !== null
-      ? `client ${client} is in ${cidr.text} (group at ${group.config.source})`
-      : client !== null
-        ? `client ${client} is in no group's clients: the top-level policy`
-        : 'no --client given: the top-level policy'
+  if (client !== null) {
+    if (ipToBytes(client) === null) {
+      process.stderr.write(`egressd check: --client "${client}" is not an IP address\n`)
+      return 2
+    }
+    // The daemon's own selector: the same CIDR table, the same first-match order.
+    const found = decider.groups.explain(client)
+    group = found.group
+    why = found.cidr !== null
+      ? `client ${client} is in ${found.cidr.text} (group at ${group.config.source})`
+      : `client ${client} is in no group's clients: the top-level policy`
+  } else {
+    group = decider.groups.default
+    why = 'no --client given: the top-level policy'
+  }
+  if (!json && (client !== null || decider.groups.named)) {
     process.stdout.write(`group\t${group.name}\t${why}${group.mode === 'report' ? '; mode report' : ''}\n`)
   }
+  const d = new Decision()
   let anyBlocked = false
   for (const typed of names) {
     // Names are taken as typed; Unicode becomes punycode first (docs/design.md, policy semantics). An
     // unconvertible name stays as typed and so matches nothing.
     const name = /^[\x00-\x7f]*$/.test(typed) ? typed : domainToASCII(typed) || typed
-    const rule = group.policy.match(name)
-    const allowed = rule !== null && rule.action === 'allow'
-    const passed = !allowed && group.reports ? group.reportRule(name) : null
-    const nodata = !allowed && passed === null && group.policy.hasAllowedBelow(name)
+    decider.decideNameIn(group, name, d)
+    const rule = d.rule
+    const allowed = d.verdict === VERDICT_ALLOWED
+    const passed = d.verdict === VERDICT_WOULD_BLOCK ? d.passedBy : null
     // A name that passes only by report is not on the allowlist: it fails check like a block.
     anyBlocked ||= !allowed
     const verdict = allowed ? 'allow' : passed !== null ? 'would_block' : 'block'
-    const dns = allowed || passed !== null ? 'answer' : nodata ? 'nodata' : 'nxdomain'
+    const dns = allowed || passed !== null ? 'answer' : d.answer
     if (json) {
       process.stdout.write(JSON.stringify({
         name: typed, ascii: name, verdict, dns,
         rule: rule?.pattern ?? null, action: rule?.action ?? null, entry: rule?.entry ?? null,
-        source: rule?.source ?? null, ports: (allowed ? rule : passed)?.ports.map(formatPort) ?? [],
+        source: rule?.source ?? null, ports: d.passedBy?.ports.map(formatPort) ?? [],
         group: group.name, mode: group.mode, report: passed !== null,
         report_rule: passed === null ? null : passed.id < 0 ? null : passed.pattern, report_source: passed?.source ?? null,
       }) + '\n')
       continue
     }
-    let why = rule === null
-      ? 'no rule' + (nodata ? ' (answered NODATA: allowed names exist below it)' : '')
-      : `${rule.action} ${rule.pattern}` + (rule.entry !== rule.pattern ? ` from "${rule.entry}"` : '') +
-        ` at ${rule.source}` + (allowed ? ` ports ${rule.ports.map(formatPort).join(',')}` : '')
-    if (passed !== null) why += `; let through by ${reportedBy(passed, group)}`
-    process.stdout.write(`${verdict}\t${typed}${name !== typed ? ` (${name})` : ''}\t${why}\n`)
+    let line = rule === null ? 'no rule' : `${rule.action} ${rule.pattern}` + (rule.entry !== rule.pattern ? ` from "${rule.entry}"` : '') +
+      ` at ${rule.source}` + (allowed ? ` ports ${rule.ports.map(formatPort).join(',')}` : '')
+    if (dns === 'nodata') line += ' (answered NODATA: allowed names exist below it)'
+    if (passed !== null) line += `; let through by ${reportedBy(passed, group)}`
+    process.stdout.write(`${verdict}\t${typed}${name !== typed ? ` (${name})` : ''}\t${line}\n`)
   }
   return anyBlocked ? 1 : 0
 }
@@ -244,7 +230,7 @@ async function main(argv: string[]): Promise<number> {
         }
         return check(args.file, args.names, args.json, args.client)
       }
-      const { runDaemon } = await import('./daemon.js')
+      const { runDaemon } = await import('./run-command.js')
       return runDaemon(args.file)
     }
     case '':

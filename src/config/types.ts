@@ -1,4 +1,4 @@
-import type { PolicyEntry, PortSpec } from '../policy/types.js'
+import type { GroupConfig, GroupMode, PolicyEntry, PortSpec } from '../policy/types.js'
 
 /** `host:port`, IPv6 written `[::1]:5353`; `host` holds the bare address. */
 export interface HostPort {
@@ -90,21 +90,4 @@ export interface Config {
   readonly groups?: readonly GroupConfig[]
 }
 
-export type GroupMode = 'enforce' | 'report'
-
-/** One `groups:` item (or the implicit `default`, built by `defaultGroup()` in groups.ts). */
-export interface GroupConfig {
-  readonly name: string
-  /** Empty for `default`, which takes every client no named group took. */
-  readonly clients: readonly Cidr[]
-  readonly presets: readonly string[]
-  /** presets, then allow, then deny: the same order as `Config.policy`. */
-  readonly policy: readonly PolicyEntry[]
-  readonly mode: GroupMode
-  /** Per-name report entries (action allow): a would-be block of a matching name passes as would_block. */
-  readonly report: readonly PolicyEntry[]
-  /** Ports the firewall sink opens for a name let through by `mode: report` without a report entry. */
-  readonly reportPorts: readonly PortSpec[]
-  /** `file:line:col` of the group's item; `file` for the default group. */
-  readonly source: string
-}
+export type { GroupConfig, GroupMode } from '../policy/types.js'

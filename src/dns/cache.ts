@@ -16,10 +16,6 @@ export interface StoredAnswer {
   readonly hasPrivate: boolean
   /** A/AAAA after CNAMEs; computed when first needed (sink, lookup), then kept. */
   addresses: readonly AnswerAddress[] | null
-  /** The firewall sink was refreshed for this entry (once, in the second half of its life). */
-  refreshed: boolean
-  /** The firewall sink call for this upstream answer, shared by every client waiting on it. */
-  sink: Promise<void> | null
 }
 
 /** Fixed cost charged per entry besides its bytes: the object, its key and the LRU node. */

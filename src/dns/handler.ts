@@ -1,12 +1,13 @@
-import type { Config } from '../config/types.js'
+import type { DnsConfig } from '../config/types.js'
+import { writeDecision, type DecisionEvent } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
-import { PROTO_DNS, V_ALLOWED, V_BLOCKED, V_WOULD_BLOCK, type GroupDecisions } from '../metrics/group-decisions.js'
-import { compilePolicy } from '../policy/compile.js'
-import { GroupSet, type CompiledGroup } from '../policy/groups.js'
+import { PROTO_DNS, type GroupDecisions } from '../metrics/group-decisions.js'
+import { Decision, VERDICT_ALLOWED, VERDICT_WOULD_BLOCK, type Decider } from '../policy/decide.js'
 import type { Policy } from '../policy/match.js'
 import type { Rule } from '../policy/types.js'
+import { AnswerFeed, type AllowedAnswer, type AllowedAnswerSink } from './answer-sink.js'
 import type { StoredAnswer } from './cache.js'
 import { ClientAcl } from './client-acl.js'
 import type { DnsMetrics } from './metrics.js'
@@ -34,14 +35,15 @@ import {
   RCODE_SERVFAIL,
   renderAnswer,
   TYPE_ANY,
-  type AnswerAddress,
 } from './wire.js'
 
-export type AllowedAnswerSink = (
-  name: string,
-  rule: Rule,
-  addresses: readonly { address: string; family: 4 | 6; ttl: number }[],
-) => Promise<void> | void
+/** What the DNS side takes of a compiled configuration: its own settings, the decision, the rebinding exemptions. */
+export interface DnsPolicy {
+  readonly settings: DnsConfig
+  readonly decider: Decider
+  /** `dns.rebind_exempt` compiled; null when empty. */
+  readonly rebindExempt: Policy | null
+}
 
 const TEXT_BLOCKED = Buffer.from('egressd: not on allowlist')
 const TEXT_REBIND = Buffer.from('egressd: private address in answer')
@@ -60,32 +62,30 @@ function typeName(t: number): string {
 class State {
   readonly acl: ClientAcl
   readonly limiter: RateLimiter | null
+  readonly settings: DnsConfig
+  readonly decider: Decider
   readonly exempt: Policy | null
-  readonly groups: GroupSet
 
-  constructor(
-    readonly config: Config,
-    policy: Policy | GroupSet,
-    previous: State | null,
-  ) {
-    this.groups = policy instanceof GroupSet ? policy : GroupSet.single(policy)
-    this.acl = new ClientAcl(config.dns.clients)
-    const rl = config.dns.rateLimit
+  constructor(policy: DnsPolicy, previous: State | null) {
+    this.settings = policy.settings
+    this.decider = policy.decider
+    this.exempt = policy.rebindExempt
+    this.acl = new ClientAcl(policy.settings.clients)
+    const rl = policy.settings.rateLimit
     const old = previous?.limiter
     this.limiter =
       rl.qps <= 0 ? null : old && old.qps === rl.qps && old.burst === rl.burst ? old : new RateLimiter(rl.qps, rl.burst)
-    this.exempt = config.dns.rebindExempt.length > 0 ? compilePolicy(config.dns.rebindExempt) : null
   }
 }
 
 /**
  * The thin link between the sockets and the resolver core: parse, client ACL, rate
- * limit, policy, then a reply built from the query's bytes (blocked, refused,
- * malformed) or from the cache/upstream (allowed). Returns the reply, null to stay
- * silent, or a promise of either for a cache miss.
+ * limit, the decision (src/policy/decide.ts), then a reply built from the query's bytes
+ * (blocked, refused, malformed) or from the cache/upstream (allowed). Returns the reply,
+ * null to stay silent, or a promise of either for a cache miss.
  *
  * The blocked and cache-hit paths are synchronous and touch no promise: the blocked
- * path matches the wire bytes (`matchWire`) and decodes the name once, for the
+ * path matches the wire bytes (`verdictWire`) and decodes the name once, for the
  * `blocked_total` label the interface requires; the hit path is an LRU get with a
  * latin1 key, one Buffer copy and an ID/TTL patch.
  */
@@ -93,26 +93,31 @@ export class QueryHandler {
   private state: State
   /** Reused by every synchronous step; a cache miss copies what it keeps. */
   private readonly info = new QueryInfo()
+  private readonly decision = new Decision()
   private readonly nameScratch = Buffer.allocUnsafe(256)
+  private readonly feed: AnswerFeed | null
   private readonly blockLog = new LogLimiter(100)
   private readonly eventLog = new LogLimiter(20)
   private rateToggle = 0
 
   constructor(
-    config: Config,
-    policy: Policy | GroupSet,
+    policy: DnsPolicy,
     readonly resolver: Resolver,
     private readonly metrics: DnsMetrics,
     private readonly log: Logger,
     private readonly blocked: BlockedNames,
-    private readonly sink: AllowedAnswerSink | undefined,
+    sink: AllowedAnswerSink | undefined,
     private readonly decisions: GroupDecisions | null = null,
   ) {
-    this.state = new State(config, policy, null)
+    this.state = new State(policy, null)
+    this.feed = sink === undefined ? null : new AnswerFeed(sink, (err, name) => {
+      this.metrics.sinkErrors.inc(0)
+      if (this.eventLog.allow()) this.log.error({ err, name }, 'firewall sink failed; answer sent anyway')
+    })
   }
 
-  update(config: Config, policy: Policy | GroupSet): void {
-    this.state = new State(config, policy, this.state)
+  update(policy: DnsPolicy): void {
+    this.state = new State(policy, this.state)
   }
 
   /** Lines the per-event limiters held back since the last call (the daemon may log the sum). */
@@ -154,25 +159,22 @@ export class QueryHandler {
       m.response(RCODE_REFUSED)
       return buildReply(q, info, RCODE_REFUSED, 0, null)
     }
-    // Without named groups there is nothing to select: the hot path stays one field read.
-    const g = st.groups.named ? st.groups.select(client) : st.groups.default
-    // The verdict is read from the trie alone; the Rule object is only fetched, not read, here.
-    const verdict = g.policy.verdictWire(q, 12)
-    let rule: Rule
-    if (verdict <= 0) {
-      const denied = g.policy.ruleOf(verdict)
-      const passed = g.reports ? g.reportRuleWire(q, 12) : null
-      if (passed === null) return this.block(q, info, st, g, denied, client)
-      this.wouldBlock(q, info, g, denied, passed, client)
-      rule = passed
-    } else {
-      rule = g.policy.ruleOf(verdict)!
+    const d = st.decider.decideWire(client, q, 12, this.decision)
+    if (d.verdict === VERDICT_ALLOWED) {
       m.queries.inc(m.allowed)
-      this.decisions?.inc(g.index, PROTO_DNS, V_ALLOWED)
-      if (this.log.isLevelEnabled('debug')) {
-        this.log.debug({ protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype), verdict: 'allowed', rule: rule.pattern, group: g.name }, 'dns query')
-      }
+      this.decisions?.inc(d.group.index, PROTO_DNS, VERDICT_ALLOWED)
+      if (this.log.isLevelEnabled('debug')) this.logDecision(q, info, client, d)
+    } else if (d.verdict === VERDICT_WOULD_BLOCK) {
+      // Report mode, or a report entry: answered as if allowed (the device really works,
+      // firewall elements included), counted and logged as what enforce would have done.
+      // Not in `blocked_total`: nothing was blocked.
+      m.queries.inc(m.wouldBlock)
+      this.decisions?.inc(d.group.index, PROTO_DNS, VERDICT_WOULD_BLOCK)
+      if (this.blockLog.allow()) this.logDecision(q, info, client, d)
+    } else {
+      return this.block(q, info, client, d)
     }
+    const rule = d.passedBy!
     if (info.qtype === TYPE_ANY) {
       m.anyQueries.inc(0)
       m.response(RCODE_NOERROR)
@@ -185,10 +187,9 @@ export class QueryHandler {
       return this.serve(hit, q, info, st, rule, client, viaTcp, false)
     }
     m.cacheMisses.inc(0)
-    const decided = rule
     const kept = Object.assign(new QueryInfo(), info)
     return this.resolver.fetch(key, q, kept, viaTcp).then(
-      (entry) => this.serve(entry, q, kept, this.state, decided, client, viaTcp, true),
+      (entry) => this.serve(entry, q, kept, this.state, rule, client, viaTcp, true),
       (err: { code?: string }) => {
         if (err.code === 'EOVERLOAD') m.overload.inc(0)
         m.response(RCODE_SERVFAIL)
@@ -197,47 +198,28 @@ export class QueryHandler {
     )
   }
 
-  private block(q: Buffer, info: QueryInfo, st: State, g: CompiledGroup, rule: Rule | null, client: string): Buffer {
+  private block(q: Buffer, info: QueryInfo, client: string, d: Decision): Buffer {
     const m = this.metrics
     m.queries.inc(m.blocked)
-    this.decisions?.inc(g.index, PROTO_DNS, V_BLOCKED)
+    this.decisions?.inc(d.group.index, PROTO_DNS, d.verdict)
     // NODATA vs NXDOMAIN follows the client's own group: what is allowed below the name for it.
-    const rcode =
-      st.config.dns.blockResponse === 'refused' ? RCODE_REFUSED : g.policy.hasAllowedBelowWire(q, 12) ? RCODE_NOERROR : RCODE_NXDOMAIN
+    const rcode = d.answer === 'refused' ? RCODE_REFUSED : d.answer === 'nodata' ? RCODE_NOERROR : RCODE_NXDOMAIN
     m.response(rcode)
     const reply = buildReply(q, info, rcode, EDE_BLOCKED, TEXT_BLOCKED)
     const name = qnameText(q, info.qnameEnd, this.nameScratch)
     this.blocked.record('dns', name)
-    if (this.blockLog.allow()) {
-      this.log.info(
-        {
-          protocol: 'dns', client, name, type: typeName(info.qtype), verdict: 'blocked', rule: rule?.pattern ?? null,
-          reason: rule === null ? 'not_allowed' : 'denied', group: g.name, mode: g.mode,
-        },
-        'dns query blocked',
-      )
-    }
+    if (this.blockLog.allow()) this.logDecision(q, info, client, d, name)
     return reply
   }
 
-  /**
-   * Report mode, or a report entry: the query is answered as if allowed (so the device
-   * really works, firewall elements included), and counted and logged as what enforce
-   * would have done. Not recorded in `blocked_total`: nothing was blocked.
-   */
-  private wouldBlock(q: Buffer, info: QueryInfo, g: CompiledGroup, rule: Rule | null, passed: Rule, client: string): void {
-    const m = this.metrics
-    m.queries.inc(m.wouldBlock)
-    this.decisions?.inc(g.index, PROTO_DNS, V_WOULD_BLOCK)
-    if (this.blockLog.allow()) {
-      this.log.info(
-        {
-          protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype), verdict: 'would_block',
-          rule: rule?.pattern ?? null, reason: rule === null ? 'not_allowed' : 'denied', group: g.name, mode: g.mode, report_rule: passed.pattern,
-        },
-        'dns query would be blocked',
-      )
+  private logDecision(q: Buffer, info: QueryInfo, client: string, d: Decision, name = qnameText(q, info.qnameEnd, this.nameScratch)): void {
+    const g = d.group
+    const event: DecisionEvent = {
+      protocol: 'dns', client, name, type: typeName(info.qtype), verdict: d.verdictName, rule: d.rule?.pattern ?? null,
+      reason: d.reason, group: g.name, mode: g.mode,
+      ...(d.verdict === VERDICT_WOULD_BLOCK && { report_rule: d.passedBy!.pattern }),
     }
+    writeDecision(this.log, event)
   }
 
   /** The client's answer from a stored one: rebinding check, render, firewall sink. */
@@ -252,32 +234,26 @@ export class QueryHandler {
     fresh: boolean,
   ): Buffer | Promise<Buffer> {
     const m = this.metrics
-    if (entry.hasPrivate && st.config.dns.rebindProtection && !this.exempt(st, q)) {
+    if (entry.hasPrivate && st.settings.rebindProtection && !this.exempt(st, q)) {
       m.rebindBlocked.inc(0)
       m.response(RCODE_SERVFAIL)
       if (this.eventLog.allow()) {
-        this.log.warn(
-          { protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype), verdict: 'rebind_blocked', rule: rule.pattern },
-          'dns answer held a private address',
-        )
+        const g = st.decider.groupOf(client)
+        writeDecision(this.log, {
+          protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype),
+          verdict: 'rebind_blocked', rule: rule.pattern, reason: 'private_address', group: g.name, mode: g.mode,
+        })
       }
       return buildReply(q, info, RCODE_SERVFAIL, EDE_FILTERED, TEXT_REBIND)
     }
     const elapsed = Math.floor((this.resolver.now() - entry.storedAt) / 1000)
     const reply = renderAnswer(entry.wire, entry.ttlOffsets, entry.ttls, q, info, elapsed, viaTcp ? 65_535 : info.udpSize)
     m.response(entry.rcode)
-    if (this.sink === undefined || entry.rcode !== RCODE_NOERROR) return reply
-    if (fresh) {
-      entry.sink ??= this.callSink(q, info, rule, Resolver.addressesOf(entry), 0)
-      return entry.sink.then(() => reply)
-    }
-    // A hit in the second half of the entry's life refreshes the firewall elements once,
-    // with the remaining TTLs, so they outlive the answer the client now caches.
-    if (!entry.refreshed && entry.lifetime - elapsed < entry.lifetime / 2) {
-      entry.refreshed = true
-      return this.callSink(q, info, rule, Resolver.addressesOf(entry), elapsed).then(() => reply)
-    }
-    return reply
+    const feed = this.feed
+    if (feed === null || entry.rcode !== RCODE_NOERROR) return reply
+    const answer = (): AllowedAnswer => this.allowedAnswer(q, info, rule, client, entry, elapsed)
+    const wait = fresh ? feed.fresh(entry, answer) : feed.hit(entry, elapsed, answer)
+    return wait === null ? reply : wait.then(() => reply)
   }
 
   private exempt(st: State, q: Buffer): boolean {
@@ -285,15 +261,14 @@ export class QueryHandler {
     return r !== null && r.action === 'allow'
   }
 
-  private callSink(q: Buffer, info: QueryInfo, rule: Rule, addresses: readonly AnswerAddress[], elapsed: number): Promise<void> {
-    if (addresses.length === 0) return Promise.resolve()
-    const name = qnameText(q, info.qnameEnd, this.nameScratch)
-    const aged = elapsed === 0 ? addresses : addresses.map((a) => ({ ...a, ttl: Math.max(0, a.ttl - elapsed) }))
-    return Promise.resolve()
-      .then(() => this.sink!(name, rule, aged))
-      .catch((err: Error) => {
-        this.metrics.sinkErrors.inc(0)
-        if (this.eventLog.allow()) this.log.error({ err, name }, 'firewall sink failed; answer sent anyway')
-      })
+  /** The sink's view of an answer: its addresses with the TTLs left after `elapsed` seconds in the cache. */
+  private allowedAnswer(q: Buffer, info: QueryInfo, rule: Rule, client: string, entry: StoredAnswer, elapsed: number): AllowedAnswer {
+    const addresses = Resolver.addressesOf(entry)
+    return {
+      name: qnameText(q, info.qnameEnd, this.nameScratch),
+      rule,
+      client,
+      addresses: elapsed === 0 ? addresses : addresses.map((a) => ({ ...a, ttl: Math.max(0, a.ttl - elapsed) })),
+    }
   }
 }

@@ -158,8 +158,6 @@ export class Resolver {
       lifetime,
       hasPrivate,
       addresses: null,
-      refreshed: false,
-      sink: null,
     }
     this.cache.set(key, entry)
     return entry

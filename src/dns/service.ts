@@ -1,18 +1,16 @@
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
-import type { Config } from '../config/types.js'
 import type { Logger } from '../log/logger.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
 import type { GroupDecisions } from '../metrics/group-decisions.js'
-import type { GroupSet } from '../policy/groups.js'
-import type { Policy } from '../policy/match.js'
-import type { Rule } from '../policy/types.js'
-import { QueryHandler } from './handler.js'
+import type { AllowedAnswerSink } from './answer-sink.js'
+import { QueryHandler, type DnsPolicy } from './handler.js'
 import { DnsMetrics } from './metrics.js'
 import { Resolver } from './resolver.js'
 import { DnsServer } from './server.js'
 
 export { Resolver, type ResolvedAddresses } from './resolver.js'
+export type { DnsPolicy } from './handler.js'
 
 export interface DnsDeps {
   log: Logger
@@ -21,12 +19,12 @@ export interface DnsDeps {
   /** `blocked.record('dns', name)` per blocked query. */
   blocked: BlockedNames
   /**
-   * Optional firewall sink: called for every allowed answer with its A/AAAA addresses
-   * (after CNAMEs) and the deciding rule; the answer is sent only after the returned
-   * promise settles (a rejection is logged and counted, the answer still goes out).
-   * Also called once per cache entry on a hit in the second half of its lifetime.
+   * Optional firewall sink (answer-sink.ts): called for every allowed answer with its
+   * A/AAAA addresses (after CNAMEs) and the deciding rule; the answer is sent only after
+   * the returned promise settles (a rejection is logged and counted, the answer still
+   * goes out). Also called once per cache entry on a hit in the second half of its lifetime.
    */
-  onAllowedAnswer?: (name: string, rule: Rule, addresses: readonly { address: string; family: 4 | 6; ttl: number }[]) => Promise<void> | void
+  onAllowedAnswer?: AllowedAnswerSink
   /** `egressd_group_decisions_total`, shared with the SNI proxy; the daemon configures its groups. */
   decisions?: GroupDecisions
   /** Clock for cache ages and TTLs (ms); tests inject one. */
@@ -35,7 +33,8 @@ export interface DnsDeps {
 
 /**
  * The DNS service: server (sockets) + handler (decisions) + resolver core (cache and
- * upstreams), wired from one Config. `update` swaps everything but the listeners.
+ * upstreams), wired from its slice of the configuration (`DnsPolicy`: `dns:` settings,
+ * the decision, the rebinding exemptions). `update` swaps everything but the listeners.
  */
 export class DnsService {
   readonly resolver: Resolver
@@ -43,7 +42,8 @@ export class DnsService {
   private readonly handler: QueryHandler
   private readonly server: DnsServer
 
-  constructor(config: Config, policy: Policy | GroupSet, deps: DnsDeps) {
+  constructor(policy: DnsPolicy, deps: DnsDeps) {
+    const settings = policy.settings
     let server: DnsServer | null = null
     let resolver: Resolver | null = null
     this.metrics = new DnsMetrics(deps.registry, {
@@ -52,9 +52,9 @@ export class DnsService {
       pendingUpstream: () => resolver?.pending ?? 0,
       tcpConnections: () => server?.tcpConnections ?? 0,
     })
-    resolver = this.resolver = new Resolver(config.dns, this.metrics, deps.now)
-    this.handler = new QueryHandler(config, policy, this.resolver, this.metrics, deps.log, deps.blocked, deps.onAllowedAnswer, deps.decisions ?? null)
-    server = this.server = new DnsServer(config.dns.listen, this.handler, this.metrics, deps.log, config.dns)
+    resolver = this.resolver = new Resolver(settings, this.metrics, deps.now)
+    this.handler = new QueryHandler(policy, this.resolver, this.metrics, deps.log, deps.blocked, deps.onAllowedAnswer, deps.decisions ?? null)
+    server = this.server = new DnsServer(settings.listen, this.handler, this.metrics, deps.log, settings)
   }
 
   get boundAddresses(): { udp: AddressInfo[]; tcp: AddressInfo[] } {
@@ -67,10 +67,10 @@ export class DnsService {
   }
 
   /** Reload: policy (or groups), ACL, rate limits, upstreams, cache limits; queries in flight finish as they began. */
-  update(config: Config, policy: Policy | GroupSet): void {
-    this.resolver.configure(config.dns)
-    this.handler.update(config, policy)
-    this.server.limits = config.dns
+  update(policy: DnsPolicy): void {
+    this.resolver.configure(policy.settings)
+    this.handler.update(policy)
+    this.server.limits = policy.settings
   }
 
   /** Log lines held back by the per-event limiters since the last call. */

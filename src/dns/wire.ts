@@ -553,6 +553,7 @@ export function readTtls(buf: Uint8Array, offsets: readonly number[]): Uint32Arr
   return out
 }
 
+/** An A or AAAA address of an answer (after its CNAME chain), with its TTL in seconds. */
 export interface AnswerAddress {
   readonly address: string
   readonly family: 4 | 6

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net'
 import type { Registry } from 'prom-client'
 import type { Config } from '../config/types.js'
+import type { AnswerAddress } from '../dns/answer-sink.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { Rule } from '../policy/types.js'
@@ -14,12 +15,6 @@ export type { NftRunner } from './nft-runner.js'
 export { SpawnNftRunner } from './nft-runner.js'
 
 export type NftablesConfig = Config['firewall']['nftables']
-
-export interface AnswerAddress {
-  readonly address: string
-  readonly family: 4 | 6
-  readonly ttl: number
-}
 
 export interface NftablesSinkDeps {
   readonly log: Logger

@@ -3,11 +3,11 @@
  * once), the group's report rules, and a selector from a client address to its group.
  * Pure: no sockets, logging or metrics; the DNS handler and the SNI proxy count and log.
  */
-import type { Cidr, GroupConfig, GroupMode } from '../config/types.js'
+import type { Cidr } from '../config/types.js'
 import { CidrTable } from '../dns/cidr-table.js'
 import { compilePolicy } from './compile.js'
 import type { Policy } from './match.js'
-import type { PolicyEntry, PortSpec, Rule } from './types.js'
+import type { GroupConfig, GroupMode, PolicyEntry, PortSpec, Rule } from './types.js'
 
 export class CompiledGroup {
   /** Set when a would-be block may pass: `mode: report`, or any report entries. */
@@ -71,8 +71,11 @@ export class GroupSet {
   /** For reuse by the next reload: policies by entry-list content. */
   private readonly byKey: Map<string, Policy>
 
-  /** Every group's CIDRs in group order, each mapping to its group's index. */
+  /** Every group's CIDRs in group order; a lookup gives the index into `clientCidrs`. */
   private readonly clients: CidrTable
+  /** Per CIDR of `clients`: the CIDR and the index of its group. */
+  private readonly clientCidrs: readonly Cidr[]
+  private readonly clientGroup: Int32Array
 
   /**
    * `configs`: the named groups then the default one (`allGroups(config)`). Entry lists
@@ -120,23 +123,30 @@ export class GroupSet {
     this.byKey = byKey
     this.compiled = new Set(groups.flatMap((g) => (g.report ? [g.policy, g.report] : [g.policy]))).size
     // In group order: the first CIDR that matches belongs to the first group that does.
-    this.clients = new CidrTable(groups.flatMap((g) => g.clients.map((cidr) => ({ cidr, value: g.index }))))
-  }
-
-  /** The top-level policy's verdict; lets a GroupSet stand where a single policy was expected. */
-  match(name: string): Rule | null {
-    return this.default.policy.match(name)
-  }
-
-  get size(): number {
-    return this.default.policy.size
+    const entries = groups.flatMap((g) => g.clients.map((cidr) => ({ cidr, group: g.index })))
+    this.clientCidrs = entries.map((e) => e.cidr)
+    this.clientGroup = Int32Array.from(entries, (e) => e.group)
+    this.clients = new CidrTable(entries.map((e, i) => ({ cidr: e.cidr, value: i })))
   }
 
   /** The group of a client address as the socket reports it; `default` for anything unparsable. */
   select(address: string): CompiledGroup {
     if (!this.named) return this.default
     const i = this.clients.lookup(address)
-    return i < 0 ? this.default : this.groups[i]!
+    return i < 0 ? this.default : this.groups[this.clientGroup[i]!]!
+  }
+
+  /** `select` with its reason, for explanations: the CIDR that chose the group, or null for `default`. */
+  explain(address: string): { group: CompiledGroup; cidr: Cidr | null } {
+    const i = this.named ? this.clients.lookup(address) : -1
+    return i < 0 ? { group: this.default, cidr: null } : { group: this.groups[this.clientGroup[i]!]!, cidr: this.clientCidrs[i]! }
+  }
+
+  /** Rules across the distinct compiled policies: groups sharing a list count it once. */
+  get ruleCount(): number {
+    let n = 0
+    for (const p of new Set(this.groups.map((g) => g.policy))) n += p.size
+    return n
   }
 
   byName(name: string): CompiledGroup | undefined {

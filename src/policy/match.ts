@@ -113,9 +113,15 @@ export class Policy {
   }
 
   /**
-   * True iff some allow rule's exact name lies strictly below `name`, or some allow
-   * wildcard `*.B` has B equal to or below it: the NODATA-instead-of-NXDOMAIN question
-   * (RFC 8020). Deny rules do not count. The root (`.` or ``) has every allowed name below it.
+   * The NODATA-instead-of-NXDOMAIN question (RFC 8020: NXDOMAIN denies every name below,
+   * so a downstream resolver would stop asking for allowed ones). True iff
+   * - some allow rule's exact name lies strictly below `name`, or some allow wildcard
+   *   `*.B` has B equal to or below it (deny rules are not consulted there), or
+   * - the names directly below `name` are allowed by a wildcard at or above it and no
+   *   deny wildcard at or above it takes them back: `deny: [d.cdn.example]` under
+   *   `allow: ["*.cdn.example"]` blocks d.cdn.example itself but allows x.d.cdn.example
+   *   (as long as a child still fits in 253 bytes).
+   * The root (`.` or ``) has every allowed name below it.
    */
   hasAllowedBelow(name: string): boolean {
     let end = name.length
@@ -280,12 +286,27 @@ export class Policy {
   }
 
   private allowedBelow(n: number): boolean {
+    const nodes = this.nodes
     let node = ROOT
-    for (let k = n - 1; k >= 0; k--) {
-      node = this.find(node, k)
-      if (node < 0) return false
+    // The wildcards met on the way apply to a child of the name, whatever its label.
+    let allow = 0
+    let deny = 0
+    for (let k = n - 1; ; k--) {
+      const w = nodes[node * STRIDE + N_WILD]!
+      if (w > 0) allow = w
+      else if (w < 0) deny = -w
+      if (k < 0) return (nodes[node * STRIDE + N_LEN]! & F_ALLOWED_BELOW) !== 0 || (deny === 0 && allow !== 0 && this.hasRoomBelow(n))
+      const child = this.find(node, k)
+      if (child < 0) return deny === 0 && allow !== 0 && this.hasRoomBelow(n)
+      node = child
     }
-    return (this.nodes[node * STRIDE + N_LEN]! & F_ALLOWED_BELOW) !== 0
+  }
+
+  /** Whether a one-byte label still fits below the `n` scanned labels (253 bytes as text, 255 on the wire). */
+  private hasRoomBelow(n: number): boolean {
+    let length = n - 1
+    for (let k = 0; k < n; k++) length += this.keys[(k << 2) + 1]!
+    return length + 2 <= MAX_NAME
   }
 
   /** The slot of `parent`'s child with scanned label k, or -1; probes only the region(s) its children live in. */

@@ -1,4 +1,5 @@
-/** Types shared by the policy compiler, the matcher and their callers. No I/O here. */
+/** Types shared by the policy compiler, the matcher, the decision and their callers. No I/O here. */
+import type { Cidr } from '../config/types.js'
 
 export type Proto = 'tcp' | 'udp'
 
@@ -41,4 +42,26 @@ export const DEFAULT_PORTS: readonly PortSpec[] = Object.freeze([Object.freeze({
 
 export function formatPort(p: PortSpec): string {
   return `${p.port}/${p.proto}`
+}
+
+export type GroupMode = 'enforce' | 'report'
+
+/**
+ * One client group as the policy compiles it: a `groups:` item, or the implicit
+ * `default` made of the top-level presets/allow/deny (src/config/groups.ts builds both).
+ */
+export interface GroupConfig {
+  readonly name: string
+  /** Empty for `default`, which takes every client no named group took. */
+  readonly clients: readonly Cidr[]
+  readonly presets: readonly string[]
+  /** presets, then allow, then deny: the same order as `Config.policy`. */
+  readonly policy: readonly PolicyEntry[]
+  readonly mode: GroupMode
+  /** Per-name report entries (action allow): a would-be block of a matching name passes as would_block. */
+  readonly report: readonly PolicyEntry[]
+  /** Ports the firewall sink opens for a name let through by `mode: report` without a report entry. */
+  readonly reportPorts: readonly PortSpec[]
+  /** `file:line:col` of the group's item; `file` for the default group. */
+  readonly source: string
 }

@@ -14,21 +14,22 @@
 import net, { type AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Registry } from 'prom-client'
-import type { Config } from '../config/types.js'
+import type { SniConfig } from '../config/types.js'
+import { writeDecision } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
-import { PROTO_SNI, V_ALLOWED, V_BLOCKED, V_WOULD_BLOCK, type GroupDecisions } from '../metrics/group-decisions.js'
-import { GroupSet, type CompiledGroup } from '../policy/groups.js'
-import type { Rule } from '../policy/types.js'
+import { PROTO_SNI, type GroupDecisions } from '../metrics/group-decisions.js'
+import { Decision, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK, type Decider } from '../policy/decide.js'
 import { isPrivateIp } from '../dns/private-address.js'
 import { ClientHelloReader, type HelloReason } from './client-hello.js'
 import { Dialer, interleave, KEEPALIVE_DELAY_MS, SPLICE_HIGH_WATER_MARK } from './dial.js'
 import { helloOutcome, SniMetrics, type UpstreamError, type Verdict } from './metrics.js'
 
-/** What the proxy needs of a compiled policy (src/policy/match.ts's Policy has it). */
+/** What the proxy takes of a compiled configuration: its `sni:` settings and the decision. */
 export interface SniPolicy {
-  match(name: string): Rule | null
+  readonly settings: SniConfig
+  readonly decider: Decider
 }
 
 export interface SniResolver {
@@ -66,28 +67,25 @@ const PHASE_DONE = 3
 export class SniProxy {
   readonly metrics: SniMetrics
   readonly logLimiter: LogLimiter
-  /** @internal read by connections */
-  config: Config
-  /** @internal read by connections */
-  policy: SniPolicy
-  /** @internal read by connections: the client groups when `policy` is a GroupSet, else null. */
-  groups: GroupSet | null
-  /** @internal */
-  readonly deps: SniDeps
-  /** @internal */
-  readonly connections = new Set<Connection>()
+  private current: SniPolicy
+  private readonly connections = new Set<Connection>()
   private readonly servers: net.Server[] = []
   private stopping = false
   private drained: (() => void) | null = null
 
-  /** `policy`: a GroupSet decides per client group; a plain policy decides for everyone. */
-  constructor(config: Config, policy: SniPolicy | GroupSet, deps: SniDeps) {
-    this.config = config
-    this.policy = policy
-    this.groups = policy instanceof GroupSet ? policy : null
-    this.deps = deps
+  constructor(
+    policy: SniPolicy,
+    /** @internal read by connections */
+    readonly deps: SniDeps,
+  ) {
+    this.current = policy
     this.logLimiter = deps.logLimiter ?? new LogLimiter(100)
     this.metrics = new SniMetrics(deps.registry, () => this.connections.size)
+  }
+
+  /** The settings and decision new verdicts use; a reload swaps both at once. */
+  get policy(): SniPolicy {
+    return this.current
   }
 
   get boundAddresses(): AddressInfo[] {
@@ -96,7 +94,7 @@ export class SniProxy {
 
   /** Listens on every `sni.listen`; if one fails, closes the others and rejects. */
   async start(): Promise<void> {
-    const listen = this.config.sni.listen
+    const listen = this.current.settings.listen
     try {
       for (const hp of listen) {
         const server = net.createServer(
@@ -123,10 +121,8 @@ export class SniProxy {
   }
 
   /** Reload: new policy and limits for new verdicts; listeners and open connections stay. */
-  update(config: Config, policy: SniPolicy | GroupSet): void {
-    this.config = config
-    this.policy = policy
-    this.groups = policy instanceof GroupSet ? policy : null
+  update(policy: SniPolicy): void {
+    this.current = policy
   }
 
   /**
@@ -156,7 +152,7 @@ export class SniProxy {
   }
 
   private accept(socket: net.Socket): void {
-    if (this.stopping || this.connections.size >= this.config.sni.maxConnections) {
+    if (this.stopping || this.connections.size >= this.current.settings.maxConnections) {
       this.metrics.connections.inc(this.metrics.connections.slot('overload'))
       socket.on('error', noop)
       socket.resetAndDestroy()
@@ -180,8 +176,9 @@ class Connection {
   private dialer: Dialer | null = null
   private upstream: net.Socket | null = null
   private dialStart = 0
-  /** The client's group, once a hello has been judged (null without groups). */
-  private group: CompiledGroup | null = null
+  /** The verdict on the hello, once judged (its group names the client's group in log lines). */
+  private readonly decision = new Decision()
+  private judged = false
   /** Let through by report mode or a report entry: counted would_block, not allowed. */
   private reported = false
   private readonly onHelloData = (chunk: Buffer): void => this.helloData(chunk)
@@ -191,7 +188,7 @@ class Connection {
     private readonly proxy: SniProxy,
     private readonly client: net.Socket,
   ) {
-    const sni = proxy.config.sni
+    const sni = proxy.policy.settings
     this.reader = new ClientHelloReader(sni.maxClientHelloBytes)
     this.timer = setTimeout(() => this.reject('timeout', null), sni.handshakeTimeoutMs)
     client.on('data', this.onHelloData)
@@ -254,38 +251,21 @@ class Connection {
     metrics.hello.incLabel('sni_found')
     const name = result.serverName
     this.name = name
-    const groups = this.proxy.groups
-    const g = groups === null ? null : groups.select(this.client.remoteAddress ?? '')
-    this.group = g
-    const rule = g === null ? this.proxy.policy.match(name) : g.policy.match(name)
-    const log = this.proxy.deps.log
-    if (rule === null || rule.action !== 'allow') {
-      const passed = g !== null && g.reports ? g.reportRule(name) : null
-      if (passed === null) {
-        this.proxy.deps.blocked.record('sni', name)
-        this.count('blocked')
-        this.decide(V_BLOCKED)
-        // The same reasons as the DNS side, so one query over the logs covers both protocols.
-        this.logBlocked('blocked', name, rule, rule === null ? 'not_allowed' : 'denied')
-        this.refuse(ALERT_ACCESS_DENIED)
-        return
-      }
+    const d = this.proxy.policy.decider.decideName(this.clientAddress, name, this.decision)
+    this.judged = true
+    this.decide(d.verdict)
+    if (d.verdict === VERDICT_BLOCKED) {
+      this.proxy.deps.blocked.record('sni', name)
+      this.count('blocked')
+      this.log('blocked', name, d.reason!, result.ech)
+      this.refuse(ALERT_ACCESS_DENIED)
+      return
+    }
+    if (d.verdict === VERDICT_WOULD_BLOCK) {
       this.reported = true
-      this.decide(V_WOULD_BLOCK)
-      if (this.proxy.logLimiter.allow()) {
-        log.info(
-          {
-            protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict: 'would_block', rule: rule?.pattern ?? null,
-            reason: rule === null ? 'not_allowed' : 'denied', group: g!.name, mode: g!.mode, report_rule: passed.pattern,
-          },
-          'would be blocked',
-        )
-      }
-    } else {
-      this.decide(V_ALLOWED)
-      if (log.isLevelEnabled('debug')) {
-        log.debug({ protocol: 'sni', client: this.client.remoteAddress, name, verdict: 'allowed', rule: rule.pattern, ech: result.ech, group: g?.name ?? 'default' }, 'allowed')
-      }
+      if (this.proxy.logLimiter.allow()) this.write('would_block', name, d.reason, result.ech)
+    } else if (this.proxy.deps.log.isLevelEnabled('debug')) {
+      this.write('allowed', name, null, result.ech)
     }
     this.phase = PHASE_DIAL
     this.dialStart = performance.now()
@@ -296,7 +276,7 @@ class Connection {
       return
     }
     // The resolver has its own upstream timeouts; this bounds the wait even if it never settles.
-    this.timer = setTimeout(() => this.upstreamFailed('resolve'), this.proxy.config.sni.connectTimeoutMs)
+    this.timer = setTimeout(() => this.upstreamFailed('resolve'), this.proxy.policy.settings.connectTimeoutMs)
     resolver.lookup(name).then(
       (addresses) => this.resolved(addresses.v6, addresses.v4),
       () => this.upstreamFailed('resolve'),
@@ -312,12 +292,12 @@ class Connection {
     if (verdict === 'blocked') {
       this.proxy.deps.blocked.record('sni', name ?? '_invalid')
       // IP literals and bad names are blocked whatever the group's mode: there is no name to dial.
-      const groups = this.proxy.groups
-      if (groups !== null) this.group = groups.select(this.client.remoteAddress ?? '')
-      this.decide(V_BLOCKED)
+      this.proxy.policy.decider.refuseUnnamed(this.clientAddress, this.decision)
+      this.judged = true
+      this.decide(VERDICT_BLOCKED)
     }
     this.count(verdict)
-    this.logBlocked(verdict, name, null, reason)
+    this.log(verdict, name, reason, false)
     let alert = 0
     switch (reason) {
       case 'ip_literal':
@@ -345,7 +325,7 @@ class Connection {
     const client = this.client
     client.removeListener('data', this.onHelloData)
     client.removeListener('end', this.onHelloEnd)
-    if (alert === 0 || this.proxy.config.sni.onBlock !== 'alert' || client.destroyed) {
+    if (alert === 0 || this.proxy.policy.settings.onBlock !== 'alert' || client.destroyed) {
       client.resetAndDestroy()
       return
     }
@@ -359,7 +339,7 @@ class Connection {
   private resolved(v6: readonly string[], v4: readonly string[]): void {
     if (this.phase !== PHASE_DIAL) return
     this.clearTimer()
-    const config = this.proxy.config.sni
+    const config = this.proxy.policy.settings
     let addresses = interleave(v6, v4)
     if (addresses.length === 0) return this.upstreamFailed('no_address')
     if (!config.allowPrivateDestinations) {
@@ -382,7 +362,7 @@ class Connection {
     this.dialer = null
     this.proxy.metrics.upstreamErrors.incLabel(reason)
     this.count('upstream_error')
-    this.logBlocked('upstream_error', this.name, null, reason)
+    this.log('upstream_error', this.name, reason, false)
     this.client.resetAndDestroy()
   }
 
@@ -432,7 +412,7 @@ class Connection {
     if (client.readableEnded) upstream.end()
     else client.on('end', () => upstream.end())
     upstream.on('end', () => client.end())
-    const idle = this.proxy.config.sni.idleTimeoutMs
+    const idle = this.proxy.policy.settings.idleTimeoutMs
     if (idle > 0) {
       // The client socket sees both directions (reads up, writes down): one timer covers both.
       client.setTimeout(idle, () => {
@@ -466,22 +446,29 @@ class Connection {
     this.proxy.metrics.connections.incLabel(verdict)
   }
 
-  /** One per judged hello, in the client's group (`default` without groups). */
+  /** One per judged hello, in the client's group. */
   private decide(verdict: number): void {
-    this.proxy.deps.decisions?.inc(this.group?.index ?? 0, PROTO_SNI, verdict)
+    this.proxy.deps.decisions?.inc(this.decision.group.index, PROTO_SNI, verdict)
   }
 
-  private logBlocked(verdict: Verdict, name: string | null, rule: Rule | null, reason: string): void {
-    if (!this.proxy.logLimiter.allow()) return
+  private get clientAddress(): string {
+    return this.client.remoteAddress ?? ''
+  }
+
+  /** A line through the proxy's limiter (every verdict but allowed and would_block, which choose their own gate). */
+  private log(verdict: LoggedVerdict, name: string | null, reason: string, ech: boolean): void {
+    if (this.proxy.logLimiter.allow()) this.write(verdict, name, reason, ech)
+  }
+
+  private write(verdict: LoggedVerdict, name: string | null, reason: string | null, ech: boolean): void {
     // Timeouts and malformed hellos are logged before any verdict chose a group: look it up for the line.
-    const g = this.group ?? this.proxy.groups?.select(this.client.remoteAddress ?? '') ?? null
-    this.proxy.deps.log.info(
-      {
-        protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict, rule: rule?.pattern ?? null, reason,
-        group: g?.name ?? 'default', mode: g?.mode ?? 'enforce',
-      },
-      verdict === 'upstream_error' ? 'upstream unreachable' : 'blocked',
-    )
+    const d = this.decision
+    const g = this.judged ? d.group : this.proxy.policy.decider.groupOf(this.clientAddress)
+    const judgedRule = this.judged && (verdict === 'allowed' || verdict === 'blocked' || verdict === 'would_block') ? d.rule : null
+    writeDecision(this.proxy.deps.log, {
+      protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict, rule: judgedRule?.pattern ?? null, reason,
+      group: g.name, mode: g.mode, ...(verdict === 'would_block' && { report_rule: d.passedBy!.pattern }), ...(ech && { ech }),
+    })
   }
 
   private clearTimer(): void {
@@ -491,5 +478,8 @@ class Connection {
     }
   }
 }
+
+/** Overload is counted at accept, before any connection exists to log it. */
+type LoggedVerdict = Exclude<Verdict, 'overload'>
 
 function noop(): void {}

@@ -1,8 +1,9 @@
 /**
  * Reads egressd's own JSON log lines into per-group name observations. Pure: lines in,
- * tallies out. Lines that are not JSON, not a DNS or SNI decision, or carry no usable
- * name are counted and skipped: an operator feeds it whole journald exports.
+ * tallies out. Lines that are not JSON, not a decision event (src/log/decision.ts), or
+ * carry no usable name are counted and skipped: an operator feeds it whole journald exports.
  */
+import { parseDecision } from '../log/decision.js'
 
 export interface Observation {
   count: number
@@ -34,26 +35,24 @@ export class Observations {
   add(line: string): void {
     this.lines++
     if (line.length === 0 || line.length > MAX_LINE || line.charCodeAt(0) !== 0x7b /* { */) return
-    let o: unknown
+    let parsed: unknown
     try {
-      o = JSON.parse(line)
+      parsed = JSON.parse(line)
     } catch {
       return
     }
-    if (typeof o !== 'object' || o === null) return
-    const r = o as Record<string, unknown>
-    const protocol = r.protocol
-    if (protocol !== 'dns' && protocol !== 'sni') return
-    if (typeof r.verdict !== 'string' || !VERDICTS.has(r.verdict)) return
-    if (typeof r.reason === 'string' && NOT_NAMES.has(r.reason)) return
-    const name = typeof r.name === 'string' ? hostName(r.name) : null
+    const event = parseDecision(parsed)
+    if (event === null || !VERDICTS.has(event.verdict)) return
+    if (event.reason !== null && NOT_NAMES.has(event.reason)) return
+    const name = event.name === null ? null : hostName(event.name)
     if (name === null) return
-    // DNS says reason "denied"; SNI names the deciding rule, which on a block is a deny.
-    if (r.reason === 'denied' || (protocol === 'sni' && r.verdict !== 'allowed' && typeof r.rule === 'string')) {
+    // A block with a deciding rule was decided by a deny: an operator's decision already taken.
+    if (event.reason === 'denied' || (event.verdict !== 'allowed' && event.rule !== null)) {
       this.denied++
       return
     }
-    const group = typeof r.group === 'string' && /^[a-z0-9_-]{1,64}$/.test(r.group) ? r.group : 'default'
+    const group = /^[a-z0-9_-]{1,64}$/.test(event.group) ? event.group : 'default'
+    const r = parsed as { time?: unknown }
     const time = typeof r.time === 'string' ? r.time : typeof r.time === 'number' ? new Date(r.time).toISOString() : ''
     let names = this.groups.get(group)
     if (names === undefined) this.groups.set(group, (names = new Map()))
@@ -69,7 +68,7 @@ export class Observations {
     }
     this.used++
     ob.count++
-    if (protocol === 'dns') ob.dns++
+    if (event.protocol === 'dns') ob.dns++
     else ob.sni++
     if (time !== '' && (ob.first === '' || time < ob.first)) ob.first = time
     if (time > ob.last) ob.last = time

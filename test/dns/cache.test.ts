@@ -14,8 +14,6 @@ function entry(bytes: number, lifetime: number, storedAt: number): StoredAnswer 
     lifetime,
     hasPrivate: false,
     addresses: null,
-    refreshed: false,
-    sink: null,
   }
 }
 

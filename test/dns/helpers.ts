@@ -10,7 +10,7 @@ import { TCPServer, UDPServer, type Packet as Dns2Packet } from 'dns2'
 import type { Cidr, Config, DnsConfig, HostPort } from '../../src/config/types.js'
 import { parseCidr, parseHostPort } from '../../src/config/net.js'
 import type { PolicyEntry } from '../../src/policy/types.js'
-import { compilePolicy } from '../../src/policy/compile.js'
+import { compileConfig } from '../../src/daemon/compiled-config.js'
 import type { Policy } from '../../src/policy/match.js'
 import { BlockedNames } from '../../src/metrics/blocked-names.js'
 import { DnsService, type DnsDeps } from '../../src/dns/service.js'
@@ -104,10 +104,10 @@ export async function startService(config: Config, extra: Partial<DnsDeps> = {})
       },
     },
   )
-  const policy = compilePolicy(config.policy)
-  const svc = new DnsService(config, policy, { log, registry, blocked: new BlockedNames(registry, 100), ...extra })
+  const compiled = compileConfig(config)
+  const svc = new DnsService(compiled.dns, { log, registry, blocked: new BlockedNames(registry, 100), ...extra })
   await svc.start()
-  return { svc, port: svc.boundAddresses.udp[0]!.port, registry, logs, policy, close: () => svc.stop() }
+  return { svc, port: svc.boundAddresses.udp[0]!.port, registry, logs, policy: compiled.groups.default.policy, close: () => svc.stop() }
 }
 
 /** A metric sample's value from the registry text, or 0. */

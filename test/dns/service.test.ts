@@ -3,9 +3,9 @@
  * dig/kdig and by raw sockets (exact bytes).
  */
 import t from 'tap'
+import { compileConfig } from '../../src/daemon/compiled-config.js'
 import dgram from 'node:dgram'
 import dnsPacket from 'dns-packet'
-import { compilePolicy } from '../../src/policy/compile.js'
 import {
   allow,
   cidr,
@@ -40,7 +40,7 @@ const s = await startService(
   makeConfig({ upstreams: [up.hostPort], rebindExempt: allow('exempt.allowed.example') }, STANDARD_POLICY),
   {
     now: () => now,
-    onAllowedAnswer: async (name, rule, addresses) => {
+    onAllowedAnswer: async ({ name, rule, addresses }) => {
       sinkCalls.push({ name, rule: rule.pattern, addresses: [...addresses] })
       if (sinkDelay > 0) await new Promise((r) => setTimeout(r, sinkDelay))
       if (sinkFail) throw new Error('nft said no')
@@ -60,7 +60,11 @@ t.test('blocked name: NXDOMAIN with the question echoed and EDE 15 (dig, kdig)',
   t.ok(r.flags.includes('qr') && r.flags.includes('rd') && r.flags.includes('ra'), r.flags.join(' '))
   t.equal(upstreamCount('nope.example'), 0, 'never sent upstream')
   const d = await dig('dig', port, ['denied.allowed.example', 'AAAA'])
-  t.equal(d.status, 'NXDOMAIN', 'deny wins over *.allowed.example')
+  // RFC 8020: x.denied.allowed.example is still allowed by *.allowed.example, so the
+  // denied name itself is NODATA; NXDOMAIN would tell a resolver nothing exists below it.
+  t.equal(d.status, 'NOERROR', 'deny wins over *.allowed.example, answered NODATA')
+  t.equal(d.answers.length, 0)
+  t.match(d.text, /EDE: 15 \(Blocked\)/)
   const line = s.logs.find((l) => l.name === 'denied.allowed.example')
   t.match(line, { protocol: 'dns', client: '127.0.0.1', type: 'AAAA', verdict: 'blocked', rule: 'denied.allowed.example', reason: 'denied', level: 30 })
   t.match(
@@ -301,11 +305,11 @@ t.test('upstream SERVFAIL and silence → SERVFAIL to the client', async (t) => 
 
 t.test('reload swaps the policy atomically; listeners stay', async (t) => {
   const cfg = makeConfig({ upstreams: [up.hostPort] }, allow('other.example'))
-  s.svc.update(cfg, compilePolicy(cfg.policy))
+  s.svc.update(compileConfig(cfg).dns)
   const d = decode((await udpExchange(port, query('allowed.example', 'A')))!)
   t.equal((d as { rcode?: string }).rcode, 'NXDOMAIN')
   const back = makeConfig({ upstreams: [up.hostPort], rebindExempt: allow('exempt.allowed.example') }, STANDARD_POLICY)
-  s.svc.update(back, compilePolicy(back.policy))
+  s.svc.update(compileConfig(back).dns)
   const e = decode((await udpExchange(port, query('allowed.example', 'A')))!)
   t.equal(e.answers!.length, 1)
 })

@@ -56,7 +56,10 @@ export class ReferenceMatcher {
     const n = labels.join('.')
     for (const e of this.exactAllow.keys()) if (e.endsWith('.' + n)) return true
     for (const w of this.wildAllow.keys()) if (w === n || w.endsWith('.' + n)) return true
-    return false
+    // A child of the name no exact rule names: allowed by wildcards at or above the name alone.
+    if (n.length + 2 > 253) return false
+    const child = ['\u0000', ...labels]
+    return this.decide(child, new Map(), this.wildDeny) === -1 && this.decide(child, new Map(), this.wildAllow) !== -1
   }
 
   /** Wire form decoded naively: any label that is not a valid text label (a dot in it) fails. */

@@ -10,8 +10,11 @@ import { Registry } from 'prom-client'
 import type { Config, SniConfig } from '../../src/config/types.js'
 import { BlockedNames } from '../../src/metrics/blocked-names.js'
 import { compilePolicy } from '../../src/policy/compile.js'
+import { Decider } from '../../src/policy/decide.js'
+import { GroupSet } from '../../src/policy/groups.js'
+import type { Policy } from '../../src/policy/match.js'
 import { DEFAULT_PORTS, type PolicyEntry } from '../../src/policy/types.js'
-import { SniProxy, type SniResolver } from '../../src/sni/proxy.js'
+import { SniProxy, type SniPolicy, type SniResolver } from '../../src/sni/proxy.js'
 
 export function makeConfig(sni: Partial<SniConfig> = {}): Config {
   return {
@@ -59,6 +62,11 @@ export function makePolicy(allow: string[], deny: string[] = []) {
   return compilePolicy(entries)
 }
 
+/** The proxy's slice of a configuration: its settings and a decision over one group (no `groups:`). */
+export function sniPolicy(config: Config, policy: Policy): SniPolicy {
+  return { settings: config.sni, decider: new Decider(GroupSet.single(policy)) }
+}
+
 /** name → addresses; IPv6 goes to v6, the rest to v4. Unknown names reject, like NXDOMAIN. */
 export function fakeResolver(map: Record<string, string[]>): SniResolver & { calls: string[] } {
   const calls: string[] = []
@@ -99,7 +107,7 @@ export async function startProxy(opts: {
   const log = pino({ level: opts.level ?? 'info' }, sink)
   const registry = new Registry()
   const blocked = new BlockedNames(registry, 50)
-  const proxy = new SniProxy(makeConfig(opts.sni), makePolicy(opts.allow ?? [], opts.deny ?? []), {
+  const proxy = new SniProxy(sniPolicy(makeConfig(opts.sni), makePolicy(opts.allow ?? [], opts.deny ?? [])), {
     log,
     registry,
     blocked,

@@ -6,7 +6,7 @@ import t from 'tap'
 import net from 'node:net'
 import { once } from 'node:events'
 import { buildClientHello } from '../helpers/client-hello-builder.js'
-import { fakeResolver, makePolicy, rawExchange, startProxy, startRawUpstream } from './harness.js'
+import { fakeResolver, makeConfig, makePolicy, rawExchange, sniPolicy, startProxy, startRawUpstream } from './harness.js'
 import { stalledPrefix } from './corpus.js'
 
 const resolver = fakeResolver({ 'allowed.test': ['127.0.0.1'], 'later.test': ['127.0.0.1'] })
@@ -157,7 +157,7 @@ t.test('reload: new policy for new connections, open splices untouched', async (
   c.on('data', (d: Buffer) => (got += d))
   c.write(hello)
   await until(() => got === 'hi')
-  p.proxy.update(p.proxy.config, makePolicy(['later.test']))
+  p.proxy.update(sniPolicy(makeConfig(p.proxy.policy.settings), makePolicy(['later.test'])))
   t.equal((await rawExchange(p.port, hello)).error, 'ECONNRESET', 'allowed.test is blocked now')
   const later = await rawExchange(p.port, buildClientHello({ sni: 'later.test' }), { timeoutMs: 300 })
   t.equal(later.received.toString(), 'hi', 'later.test is allowed now')
@@ -207,11 +207,9 @@ t.test('start rejects when a listen address is taken, and closes what it opened'
   const { SniProxy } = await import('../../src/sni/proxy.js')
   const { Registry } = await import('prom-client')
   const { BlockedNames } = await import('../../src/metrics/blocked-names.js')
-  const { makeConfig } = await import('./harness.js')
   const registry = new Registry()
   const proxy = new SniProxy(
-    makeConfig({ listen: [{ host: '127.0.0.1', port: 0, family: 4 }, { host: '127.0.0.1', port, family: 4 }] }),
-    makePolicy([]),
+    sniPolicy(makeConfig({ listen: [{ host: '127.0.0.1', port: 0, family: 4 }, { host: '127.0.0.1', port, family: 4 }] }), makePolicy([])),
     { log: (await import('pino')).pino({ level: 'silent' }), registry, blocked: new BlockedNames(registry, 1), resolver },
   )
   await t.rejects(proxy.start(), { code: 'EADDRINUSE' })

@@ -167,7 +167,7 @@ t.test('private destinations are refused unless allowed', async (t) => {
   t.equal(await strict.metric('egressd_sni_connections_total{verdict="upstream_error"}'), 1)
   t.match(strict.logs.find((l) => l.verdict === 'upstream_error'), { name: 'private.allowed.test', reason: 'private_destination' })
   // The same name with private destinations allowed reaches 127.0.0.1.
-  strict.proxy.update({ ...strict.proxy.config, sni: { ...strict.proxy.config.sni, allowPrivateDestinations: true } }, strict.proxy.policy)
+  strict.proxy.update({ ...strict.proxy.policy, settings: { ...strict.proxy.policy.settings, allowPrivateDestinations: true } })
   const ok = await rawExchange(strict.port, buildClientHello({ sni: 'private.allowed.test' }))
   t.equal(ok.received.toString(), 'pong')
   await strict.stop()

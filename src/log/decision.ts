@@ -1,0 +1,125 @@
+/**
+ * The decision event: the one log line that DNS and SNI write per judged query or
+ * connection, and that `egressd suggest` reads back. Its fields are documented here
+ * once (and in the README's log schema); both protocols build it through `decisionEvent`
+ * and write it through `writeDecision`, so the two sides cannot drift apart.
+ *
+ * Building the object costs an allocation, so callers build it only once a limiter or
+ * `log.isLevelEnabled('debug')` has said the line will be written.
+ */
+import type { Logger } from './logger.js'
+
+export const DECISION_PROTOCOLS = ['dns', 'sni'] as const
+export type DecisionProtocol = (typeof DECISION_PROTOCOLS)[number]
+
+/**
+ * allowed, blocked and would_block come from the policy (src/policy/decide.ts); the
+ * others from what happened around it: a private address in an allowed answer
+ * (rebind_blocked), a hello that could not be read (malformed, timeout), an allowed
+ * name whose upstream could not be reached (upstream_error).
+ */
+export const DECISION_VERDICTS = ['allowed', 'blocked', 'would_block', 'rebind_blocked', 'malformed', 'timeout', 'upstream_error'] as const
+export type DecisionVerdict = (typeof DECISION_VERDICTS)[number]
+
+export const GROUP_MODES = ['enforce', 'report'] as const
+
+export interface DecisionEvent {
+  readonly protocol: DecisionProtocol
+  /** The device's address as the socket reported it; null when the socket had already gone. */
+  readonly client: string | null
+  /** The queried name or the hello's SNI, escaped where bytes fall outside the label alphabet; null when the hello had none. */
+  readonly name: string | null
+  /** DNS only: the query type (`A`, `AAAA`, `TYPE65534`). */
+  readonly type?: string
+  readonly verdict: DecisionVerdict
+  /** The deciding rule's pattern as matched (`*.example.com`), or null when no rule decided. */
+  readonly rule: string | null
+  /**
+   * Why it was not allowed: `not_allowed`, `denied`, a ClientHello reader reason
+   * (`no_sni`, `ip_literal` …), an upstream error (`connect_timeout` …); null when allowed.
+   */
+  readonly reason: string | null
+  /** The client's group (`default` without groups) and that group's mode. */
+  readonly group: string
+  readonly mode: (typeof GROUP_MODES)[number]
+  /** would_block only: the report entry's pattern, or `*` for the group's `mode: report`. */
+  readonly report_rule?: string
+  /** SNI only: the hello carried an encrypted_client_hello extension (the name is its outer SNI). */
+  readonly ech?: boolean
+}
+
+const MESSAGES: Record<DecisionProtocol, Record<DecisionVerdict, string>> = {
+  dns: {
+    allowed: 'dns query',
+    blocked: 'dns query blocked',
+    would_block: 'dns query would be blocked',
+    rebind_blocked: 'dns answer held a private address',
+    malformed: 'dns query malformed',
+    timeout: 'dns query timed out',
+    upstream_error: 'dns upstream unreachable',
+  },
+  sni: {
+    allowed: 'allowed',
+    blocked: 'blocked',
+    would_block: 'would be blocked',
+    rebind_blocked: 'blocked',
+    malformed: 'blocked',
+    timeout: 'blocked',
+    upstream_error: 'upstream unreachable',
+  },
+}
+
+/** Allowed decisions are debug lines, a rebinding block a warning, every other verdict info. */
+export function decisionLevel(verdict: DecisionVerdict): 'debug' | 'info' | 'warn' {
+  return verdict === 'allowed' ? 'debug' : verdict === 'rebind_blocked' ? 'warn' : 'info'
+}
+
+/** Writes one decision line at its level (the caller has already applied its rate limit). */
+export function writeDecision(log: Logger, event: DecisionEvent): void {
+  log[decisionLevel(event.verdict)](event, MESSAGES[event.protocol][event.verdict])
+}
+
+/**
+ * A decision event from a parsed log line, or null when the line is not one (another
+ * message, another program, a field of the wrong type). Extra fields (`level`, `time`,
+ * `msg`) are ignored. Lines from versions before this event was typed lack some fields
+ * (`group`, `mode` on allowed lines, `reason` on rebinding lines): absent, they read as
+ * the values those versions meant (`default`, `enforce`, null).
+ */
+export function parseDecision(value: unknown): DecisionEvent | null {
+  if (typeof value !== 'object' || value === null) return null
+  const r = value as Record<string, unknown>
+  if (!isOneOf(r.protocol, DECISION_PROTOCOLS) || !isOneOf(r.verdict, DECISION_VERDICTS)) return null
+  const client = r.client ?? null
+  const name = r.name ?? null
+  const rule = r.rule ?? null
+  const reason = r.reason ?? null
+  const group = r.group ?? 'default'
+  const mode = r.mode ?? 'enforce'
+  if (!nullableString(client) || !nullableString(name) || !nullableString(rule) || !nullableString(reason)) return null
+  if (typeof group !== 'string' || !isOneOf(mode, GROUP_MODES)) return null
+  if (r.type !== undefined && typeof r.type !== 'string') return null
+  if (r.report_rule !== undefined && typeof r.report_rule !== 'string') return null
+  if (r.ech !== undefined && typeof r.ech !== 'boolean') return null
+  return {
+    protocol: r.protocol,
+    client,
+    name,
+    verdict: r.verdict,
+    rule,
+    reason,
+    group,
+    mode,
+    ...(r.type !== undefined && { type: r.type }),
+    ...(r.report_rule !== undefined && { report_rule: r.report_rule }),
+    ...(r.ech !== undefined && { ech: r.ech }),
+  }
+}
+
+function isOneOf<T extends string>(v: unknown, list: readonly T[]): v is T {
+  return typeof v === 'string' && (list as readonly string[]).includes(v)
+}
+
+function nullableString(v: unknown): v is string | null {
+  return v === null || typeof v === 'string'
+}
