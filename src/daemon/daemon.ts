@@ -91,16 +91,19 @@ export class Daemon {
 
   private async startOnce(): Promise<void> {
     this.phase = 'starting'
-    const started: Component[] = []
+    // A component that failed half-way (UDP bound, TCP refused) holds sockets too: every
+    // component that was asked to start is asked to stop, not only those that finished.
+    const attempted: Component[] = []
     try {
       for (const tier of tiers(this.components)) {
-        await Promise.all(tier.map(async (c) => {
-          await c.start()
-          started.push(c)
-        }))
+        attempted.push(...tier)
+        // Settled, not Promise.all: a sibling still binding when another fails would
+        // otherwise bind after the clean-up below and keep its listener.
+        const failed = (await Promise.allSettled(tier.map((c) => c.start()))).find((r) => r.status === 'rejected')
+        if (failed !== undefined) throw failed.reason
       }
     } catch (e) {
-      await Promise.allSettled(started.map((c) => c.stop()))
+      await Promise.allSettled(attempted.map((c) => c.stop()))
       this.phase = 'stopped'
       throw new StartError(e)
     }

@@ -93,9 +93,14 @@ export class DnsServer {
         // answering at once spares dns.lookup's process.nextTick per answer.
         lookup: ((address: string, _opts: unknown, cb: (err: null, address: string, family: number) => void) => cb(null, address, family)) as never,
       })
-      sock.once('error', reject)
+      // A socket whose bind failed still holds a handle (and keeps the process alive).
+      const failed = (err: Error): void => {
+        sock.close()
+        reject(err)
+      }
+      sock.once('error', failed)
       sock.bind(hp.port, hp.host, () => {
-        sock.off('error', reject)
+        sock.off('error', failed)
         sock.on('error', (err) => this.sendError(err))
         this.udp.push(sock)
         this.boundAddresses.udp.push(sock.address())

@@ -1,12 +1,10 @@
 import { Gauge, type Registry } from 'prom-client'
+import { DECISION_PROTOCOLS } from '../log/decision.js'
+import { VERDICT_NAMES as DECISION_VERDICTS } from '../policy/decide.js'
 
-export const DECISION_PROTOCOLS = ['dns', 'sni'] as const
-export const DECISION_VERDICTS = ['allowed', 'blocked', 'would_block'] as const
+/** Indexes into DECISION_PROTOCOLS; verdicts are the policy's own codes (VERDICT_*). */
 export const PROTO_DNS = 0
 export const PROTO_SNI = 1
-export const V_ALLOWED = 0
-export const V_BLOCKED = 1
-export const V_WOULD_BLOCK = 2
 
 const PER_GROUP = DECISION_PROTOCOLS.length * DECISION_VERDICTS.length
 
@@ -35,7 +33,7 @@ export class GroupDecisions {
         for (let g = 0; g < names.length; g++) {
           for (let p = 0; p < DECISION_PROTOCOLS.length; p++) {
             for (let v = 0; v < DECISION_VERDICTS.length; v++) {
-              this.set({ group: names[g]!, protocol: DECISION_PROTOCOLS[p]!, verdict: DECISION_VERDICTS[v]! }, counts[g * PER_GROUP + p * 3 + v]!)
+              this.set({ group: names[g]!, protocol: DECISION_PROTOCOLS[p]!, verdict: DECISION_VERDICTS[v]! }, counts[g * PER_GROUP + p * DECISION_VERDICTS.length + v]!)
             }
           }
         }
@@ -62,6 +60,6 @@ export class GroupDecisions {
 
   get(group: string, protocol: (typeof DECISION_PROTOCOLS)[number], verdict: (typeof DECISION_VERDICTS)[number]): number {
     const g = this.names.indexOf(group)
-    return g < 0 ? 0 : this.counts[g * PER_GROUP + DECISION_PROTOCOLS.indexOf(protocol) * 3 + DECISION_VERDICTS.indexOf(verdict)]!
+    return g < 0 ? 0 : this.counts[g * PER_GROUP + DECISION_PROTOCOLS.indexOf(protocol) * DECISION_VERDICTS.length + DECISION_VERDICTS.indexOf(verdict)]!
   }
 }

@@ -51,12 +51,20 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   throw new Error('no free port')
 }
 
-/** Writes `configText` to a temp file and starts `egressd run -c` on it. */
-export function startDaemon(configText: string, args: string[] = []): RunningDaemon {
+/**
+ * Writes `configText` to a temp file and starts `egressd run -c` on it. `withoutTapHooks`:
+ * tap's process-info hooks follow every child it spawns (its spawn wrapper puts
+ * NODE_OPTIONS back whatever env is given) and install signal handlers before the
+ * daemon's own; `env -u` strips them after that wrapper, for tests about signals.
+ */
+export function startDaemon(configText: string, args: string[] = [], opts: { withoutTapHooks?: boolean } = {}): RunningDaemon {
   const dir = mkdtempSync(join(tmpdir(), 'egressd-e2e-'))
   const file = join(dir, 'egressd.yaml')
   writeFileSync(file, configText)
-  const proc = spawn(process.execPath, [CLI, 'run', '-c', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const argv = [process.execPath, CLI, 'run', '-c', file, ...args]
+  const proc = opts.withoutTapHooks
+    ? spawn('env', ['-u', 'NODE_OPTIONS', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
   const p = watchJsonLines(proc, true)
   return {
     proc,
