@@ -1,7 +1,7 @@
 /**
  * The decision event: the one log line that DNS and SNI write per judged query or
  * connection, and that `egressd suggest` reads back. Its fields are documented here
- * once (and in the README's log schema); both protocols build it through `decisionEvent`
+ * once (and in the README's log schema); both protocols build a `DecisionEvent`
  * and write it through `writeDecision`, so the two sides cannot drift apart.
  *
  * Building the object costs an allocation, so callers build it only once a limiter or
