@@ -13,58 +13,9 @@ import { render } from './suggest/render.js'
 import { findDaemons } from './reload-command.js'
 import { version } from './version.js'
 import { configFailure } from './exit-codes.js'
-
-const USAGE = `usage:
-  egressd run -c FILE               run the daemon in the foreground (SIGHUP reloads, SIGTERM stops)
-  egressd check -c FILE [--client IP] [--json] NAME…
-                                    allow, block or would_block (report) for each name, the group
-                                    (--client picks it; else the top-level policy) and the rule that
-                                    decided; exit 0 all allowed, 1 any blocked or would_block, 2 bad configuration
-  egressd suggest [-c FILE] [--threshold N] [LOGFILE|-]
-                                    read egressd's JSON logs (stdin by default) and print a proposed
-                                    allowlist per group as YAML; -c leaves out names FILE already allows
-  egressd validate -c FILE          check a configuration; exit 0 valid, 2 with file:line:col lines
-  egressd reload -c FILE            validate FILE, then SIGHUP every \`egressd run -c FILE\` on this host
-                                    exit 0 signalled, 1 none running, 2 bad configuration
-  egressd --help | --version`
-
-interface Args {
-  command: string
-  file: string | null
-  json: boolean
-  client: string | null
-  threshold: number
-  names: string[]
-}
-
-function parseArgs(argv: string[]): Args | string {
-  const args: Args = { command: '', file: null, json: false, client: null, threshold: 5, names: [] }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!
-    if (a === '-c' || a === '--config') {
-      const v = argv[++i]
-      if (v === undefined) return `${a} needs a file`
-      args.file = v
-    } else if (a.startsWith('--config=')) args.file = a.slice(9)
-    else if (a === '--json') args.json = true
-    else if (a === '--client' || a.startsWith('--client=')) {
-      const v = a === '--client' ? argv[++i] : a.slice(9)
-      if (v === undefined) return '--client needs an IP address'
-      args.client = v
-    } else if (a === '--threshold' || a.startsWith('--threshold=')) {
-      const v = a === '--threshold' ? argv[++i] : a.slice(12)
-      if (v === undefined || !/^[0-9]{1,6}$/.test(v) || Number(v) < 2) return '--threshold needs a whole number of at least 2'
-      args.threshold = Number(v)
-    } else if (a === '-' && args.command !== '') args.names.push(a)
-    else if (a === '-h' || a === '--help') args.command = 'help'
-    else if (a === '-V' || a === '--version') args.command = 'version'
-    else if (a === '--') args.names.push(...argv.slice(i + 1)), (i = argv.length)
-    else if (a.startsWith('-') && a.length > 1) return `unknown option ${a}`
-    else if (args.command === '') args.command = a
-    else args.names.push(a)
-  }
-  return args
-}
+import { parseCommandLine, type ParsedCommand } from './cli/args.js'
+import { commandHelp, commandSpec, usage } from './cli/commands.js'
+import { hostNameProblem } from './policy/host-name.js'
 
 function validate(file: string): number {
   try {
@@ -126,7 +77,7 @@ function check(file: string, names: string[], json: boolean, client: string | nu
     const dns = allowed || passed !== null ? 'answer' : d.answer
     if (json) {
       process.stdout.write(JSON.stringify({
-        name: typed, ascii: name, verdict, dns,
+        name: typed, ascii: name, verdict, dns, invalid: rule === null ? hostNameProblem(name) : null,
         rule: rule?.pattern ?? null, action: rule?.action ?? null, entry: rule?.entry ?? null,
         source: rule?.source ?? null, ports: d.passedBy?.ports.map(formatPort) ?? [],
         group: group.name, mode: group.mode, report: passed !== null,
@@ -134,7 +85,8 @@ function check(file: string, names: string[], json: boolean, client: string | nu
       }) + '\n')
       continue
     }
-    let line = rule === null ? 'no rule' : `${rule.action} ${rule.pattern}` + (rule.entry !== rule.pattern ? ` from "${rule.entry}"` : '') +
+    const problem = rule === null ? hostNameProblem(name) : null
+    let line = problem !== null ? `not a valid host name: ${problem}` : rule === null ? 'no rule' : `${rule.action} ${rule.pattern}` + (rule.entry !== rule.pattern ? ` from "${rule.entry}"` : '') +
       ` at ${rule.source}` + (allowed ? ` ports ${rule.ports.map(formatPort).join(',')}` : '')
     if (dns === 'nodata') line += ' (answered NODATA: allowed names exist below it)'
     if (passed !== null) line += `; let through by ${reportedBy(passed, group)}`
@@ -199,47 +151,74 @@ function reload(file: string): number {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv)
-  if (typeof args === 'string') {
-    process.stderr.write(`egressd: ${args}\n${USAGE}\n`)
-    return 2
-  }
-  switch (args.command) {
-    case 'help':
-      process.stdout.write(USAGE + '\n')
-      return 0
+  const parsed = parseCommandLine(argv)
+  switch (parsed.kind) {
     case 'version':
       process.stdout.write(version() + '\n')
       return 0
-    case 'suggest':
-      return suggest(args.file, args.names, args.threshold)
-    case 'run':
-    case 'check':
-    case 'reload':
-    case 'validate': {
-      if (args.file === null) {
-        process.stderr.write(`egressd ${args.command}: -c FILE is required\n${USAGE}\n`)
+    case 'usage':
+      if (parsed.error === null) {
+        process.stdout.write(usage() + '\n')
+        return 0
+      }
+      process.stderr.write(`egressd: ${parsed.error}\n${usage()}\n`)
+      return 2
+    case 'error': {
+      const prefix = parsed.spec === null ? 'egressd' : `egressd ${parsed.spec.name}`
+      process.stderr.write(`${prefix}: ${parsed.error}\n${parsed.spec === null ? usage() : `usage: ${parsed.spec.usage}\n(egressd help ${parsed.spec.name} shows examples)`}\n`)
+      return 2
+    }
+    case 'command':
+      return command(parsed.cmd)
+  }
+}
+
+async function command({ command, values, positionals }: ParsedCommand): Promise<number> {
+  const config = typeof values.config === 'string' ? values.config : null
+  switch (command) {
+    case 'help': {
+      const topic = positionals[0]
+      if (topic === undefined) {
+        process.stdout.write(usage() + '\n')
+        return 0
+      }
+      const spec = commandSpec(topic)
+      if (spec === undefined) {
+        process.stderr.write(`egressd help: unknown command "${topic}"\n${usage()}\n`)
         return 2
       }
-      if (args.command === 'validate') return validate(args.file)
-      if (args.command === 'reload') return reload(args.file)
-      if (args.command === 'check') {
-        if (args.names.length === 0) {
-          process.stderr.write('egressd check: name at least one host name\n')
+      process.stdout.write(commandHelp(spec) + '\n')
+      return 0
+    }
+    case 'suggest': {
+      let threshold = 5
+      if (values.threshold !== undefined) {
+        const v = String(values.threshold)
+        if (!/^[0-9]{1,6}$/.test(v) || Number(v) < 2) {
+          process.stderr.write('egressd suggest: --threshold needs a whole number of at least 2\n')
           return 2
         }
-        return check(args.file, args.names, args.json, args.client)
+        threshold = Number(v)
       }
-      const { runDaemon } = await import('./run-command.js')
-      return runDaemon(args.file)
+      return suggest(config, [...positionals], threshold)
     }
-    case '':
-      process.stderr.write(USAGE + '\n')
-      return 2
-    default:
-      process.stderr.write(`egressd: unknown command "${args.command}"\n${USAGE}\n`)
-      return 2
+    default: {
+      const file = configFile(command, config)
+      if (file === null) return 2
+      if (command === 'validate') return validate(file)
+      if (command === 'reload') return reload(file)
+      if (command === 'check') return check(file, [...positionals], values.json === true, typeof values.client === 'string' ? values.client : null)
+      const { runDaemon } = await import('./run-command.js')
+      return runDaemon(file)
+    }
   }
+}
+
+/** The configuration file a command uses; null (after saying why) when there is none. */
+function configFile(command: string, given: string | null): string | null {
+  if (given !== null) return given
+  process.stderr.write(`egressd ${command}: -c FILE is required\n${usage()}\n`)
+  return null
 }
 
 main(process.argv.slice(2)).then(

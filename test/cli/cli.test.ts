@@ -86,11 +86,64 @@ t.test('validate: exit 0, warnings, exit 2 with file:line:col lines', async (t) 
 t.test('help, version, usage errors', async (t) => {
   const h = await egressd('--help')
   t.equal(h.code, 0)
-  t.match(h.stdout, /egressd run -c FILE/)
+  t.match(h.stdout, /egressd run \[-c FILE\]/)
   const v = await egressd('--version')
   t.equal(v.code, 0)
   t.match(v.stdout, /^\d+\.\d+\.\d+\n$/)
   t.equal((await egressd('frobnicate')).code, 2)
   t.equal((await egressd('check', 'x.example.com')).code, 2)
   t.equal((await egressd('validate', '-c')).code, 2)
+})
+
+t.test('per-command help: `help COMMAND` and `COMMAND --help` print its usage and examples', async (t) => {
+  for (const command of ['run', 'check', 'suggest', 'validate', 'reload']) {
+    const a = await egressd('help', command)
+    const b = await egressd(command, '--help')
+    const c = await egressd(command, '-h')
+    t.equal(a.code, 0, `help ${command}`)
+    t.match(a.stdout, new RegExp(`^usage: egressd ${command} `))
+    t.match(a.stdout, /\nexamples:\n {2}\S/)
+    t.equal(b.stdout, a.stdout, `${command} --help is help ${command}`)
+    t.equal(c.stdout, a.stdout, `${command} -h is help ${command}`)
+  }
+  const unknown = await egressd('help', 'frobnicate')
+  t.equal(unknown.code, 2)
+  t.match(unknown.stderr, /unknown command "frobnicate"/)
+  const all = await egressd('help')
+  t.equal(all.code, 0)
+  for (const command of ['run', 'check', 'suggest', 'validate', 'reload', 'help']) t.match(all.stdout, new RegExp(`egressd ${command} `))
+})
+
+t.test('-c FILE, -cFILE, -c=FILE, --config FILE and --config=FILE all name the file', async (t) => {
+  for (const form of [['-c', good], [`-c${good}`], [`-c=${good}`], ['--config', good], [`--config=${good}`]]) {
+    const r = await egressd('validate', ...form)
+    t.equal(r.code, 0, form.join(' '))
+    t.match(r.stdout, /good\.yaml: valid/)
+  }
+})
+
+t.test('usage errors name the command and the problem, exit 2', async (t) => {
+  const cases: Array<[string[], RegExp]> = [
+    [['check', '-c', good, '--bogus', 'x'], /egressd check: unknown option --bogus/],
+    [['validate', '-c'], /egressd validate: -c, --config needs a value/],
+    [['validate', '-c', good, 'extra'], /egressd validate: unexpected argument "extra"/],
+    [['check', '-c', good, '--json=yes', 'x'], /--json takes no value/],
+    [['check', '-c', good], /egressd check: name at least one host name/],
+    [['-c', good, 'validate'], /-c goes after the command/],
+    [[], /egressd: name a command/],
+  ]
+  for (const [args, want] of cases) {
+    const r = await egressd(...args)
+    t.equal(r.code, 2, args.join(' '))
+    t.match(r.stderr, want, args.join(' '))
+  }
+})
+
+t.test('check explains a name that cannot be a host name, and still exits 1', async (t) => {
+  const r = await egressd('check', '-c', good, 'a b.example.net', 'x..example.net')
+  t.equal(r.code, 1)
+  t.match(r.stdout, /^block\ta b\.example\.net\tnot a valid host name: contains ' ' \(a space\)$/m)
+  t.match(r.stdout, /^block\tx\.\.example\.net\tnot a valid host name: has an empty label/m)
+  const j = await egressd('check', '-c', good, '--json', 'a b.example.net')
+  t.match(JSON.parse(j.stdout), { verdict: 'block', invalid: "contains ' ' (a space)" })
 })
