@@ -2,7 +2,7 @@ import type { DnsConfig } from '../config/types.js'
 import { EgressdError } from '../errors.js'
 import { DnsCache, type StoredAnswer } from './cache.js'
 import type { DnsMetrics } from './metrics.js'
-import { isPrivateAddress } from './private-address.js'
+import { isPrivateAddress } from '../net/private-ranges.js'
 import { UpstreamClient } from './upstream.js'
 import {
   buildQuery,
