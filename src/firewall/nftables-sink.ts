@@ -1,5 +1,6 @@
 import type { Registry } from 'prom-client'
 import type { Config } from '../config/types.js'
+import { InvalidArgumentError } from '../errors.js'
 import { ipFamily } from '../net/address.js'
 import type { AnswerAddress } from '../dns/answer-sink.js'
 import type { Logger } from '../log/logger.js'
@@ -102,7 +103,7 @@ export class NftablesSink {
   private refresh: RefreshMode = 'add-delete-add'
 
   constructor(cfg: NftablesConfig, deps: NftablesSinkDeps) {
-    if (!isValidTableName(cfg.table)) throw new Error(`invalid nftables table name ${JSON.stringify(cfg.table)}`)
+    if (!isValidTableName(cfg.table)) throw new InvalidArgumentError(`invalid nftables table name ${JSON.stringify(cfg.table)}`)
     this.cfg = cfg
     this.table = cfg.table
     this.log = deps.log
