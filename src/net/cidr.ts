@@ -29,13 +29,13 @@ export function parseCidr(text: string): Cidr | string {
   return { text, family, bytes, bits }
 }
 
-/** Whether the first `bits` bits of `a` (from `aOff`) and `b` are equal. */
-export function prefixEqual(a: Uint8Array, b: Uint8Array, bits: number, aOff = 0): boolean {
+/** Whether the first `bits` bits of `a` and `b` are equal. */
+export function prefixEqual(a: Uint8Array, b: Uint8Array, bits: number): boolean {
   let i = 0
-  for (; bits >= 8; bits -= 8, i++) if (a[aOff + i] !== b[i]) return false
+  for (; bits >= 8; bits -= 8, i++) if (a[i] !== b[i]) return false
   if (bits === 0) return true
   const mask = (0xff << (8 - bits)) & 0xff
-  return ((a[aOff + i]! ^ b[i]!) & mask) === 0
+  return ((a[i]! ^ b[i]!) & mask) === 0
 }
 
 /** Whether two CIDRs share any address (same family only). */

@@ -56,7 +56,8 @@ t.test('parseCidr: errors and the did-you-mean for host bits (RFC 5952 text)', a
 t.test('prefixEqual and overlaps', async (t) => {
   t.ok(prefixEqual(Uint8Array.of(10, 1, 2, 3), Uint8Array.of(10, 1, 0, 0), 16))
   t.notOk(prefixEqual(Uint8Array.of(10, 1, 2, 3), Uint8Array.of(10, 1, 0, 0), 23))
-  t.ok(prefixEqual(Uint8Array.of(9, 9, 10, 1), Uint8Array.of(10, 1), 16, 2), 'offset into the first array')
+  t.ok(prefixEqual(Uint8Array.of(10, 1, 2, 3), Uint8Array.of(10, 1, 2, 0), 30))
+  t.ok(prefixEqual(Uint8Array.of(1), Uint8Array.of(2), 0), '/0 contains everything')
   t.ok(overlaps(cidr('10.0.0.0/8'), cidr('10.1.0.0/16')))
   t.notOk(overlaps(cidr('10.0.0.0/8'), cidr('11.0.0.0/8')))
   t.notOk(overlaps(cidr('0.0.0.0/0'), cidr('::/0')), 'families never overlap')
