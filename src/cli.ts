@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline'
 import { domainToASCII } from 'node:url'
 import { allGroups } from './config/groups.js'
 import { loadConfig } from './config/load.js'
-import { ipToBytes } from './config/net.js'
+import { parseIp } from './net/address.js'
 import { Decider, Decision, VERDICT_ALLOWED, VERDICT_WOULD_BLOCK } from './policy/decide.js'
 import { GroupSet, type CompiledGroup } from './policy/groups.js'
 import { formatPort, type Rule } from './policy/types.js'
@@ -44,7 +44,7 @@ function check(file: string, names: string[], json: boolean, client: string | nu
     return configFailure(e)
   }
   if (client !== null) {
-    if (ipToBytes(client) === null) {
+    if (parseIp(client) === null) {
       process.stderr.write(`egressd check: --client "${client}" is not an IP address\n`)
       return 2
     }

@@ -1,9 +1,45 @@
 /**
- * One base error with a stable `code` (as undici does), a subclass per cause.
+ * The error catalogue: one base error with a stable `code` (as undici does), a subclass
+ * per cause that callers branch on (with `instanceof`, never on `code` or messages).
  * Codes are part of the interface: logs and tests match on them, never on messages.
+ *
+ * | code | class | thrown by |
+ * |---|---|---|
+ * | ECONFIG | ConfigError, ConfigErrors | config/load.ts, config/yaml-reader.ts |
+ * | EPATTERN | PatternError (policy/pattern.ts) | policy/pattern.ts, policy/compile.ts |
+ * | ESTART | StartError (daemon/daemon.ts) | Daemon.start: a listener could not be bound |
+ * | EOVERLOAD | OverloadError | dns/resolver.ts: maxPendingUpstream exchanges outstanding, nothing sent |
+ * | ETIMEOUT | UpstreamTimeoutError; UpstreamFailure (one try, dns/upstream.ts) | dns/upstream.ts: every upstream timed out |
+ * | EUPSTREAM | UpstreamFailure (dns/upstream.ts) | one upstream try failed (network, SERVFAIL, REFUSED, other RCODE) |
+ * | ERESOLVE | EgressdError | dns/upstream.ts, dns/resolver.ts: no upstream answered usably, no A/AAAA records |
+ * | ENXDOMAIN | EgressdError | dns/resolver.ts lookup: no such name |
+ * | EBADNAME | EgressdError | dns/resolver.ts lookup: not a valid DNS name |
+ * | EMALFORMED | EgressdError | dns/resolver.ts: an upstream answer that cannot be scanned |
+ * | ENFT | NftError (firewall/nft-runner.ts) | the nft command failed |
+ * | EINVALIDARG | InvalidArgumentError | a caller broke a function's contract (a bug, not bad input) |
  */
+export const ERROR_CODES = [
+  'ECONFIG',
+  'EPATTERN',
+  'ESTART',
+  'EOVERLOAD',
+  'ETIMEOUT',
+  'EUPSTREAM',
+  'ERESOLVE',
+  'ENXDOMAIN',
+  'EBADNAME',
+  'EMALFORMED',
+  'ENFT',
+  'EINVALIDARG',
+] as const
+
+export type ErrorCode = (typeof ERROR_CODES)[number]
+
 export class EgressdError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
     super(message)
     this.name = new.target.name
   }
@@ -25,5 +61,26 @@ export class ConfigError extends EgressdError {
 export class ConfigErrors extends EgressdError {
   constructor(readonly errors: readonly ConfigError[]) {
     super('ECONFIG', errors.map((e) => e.message).join('\n'))
+  }
+}
+
+/** The resolver already has its bound of upstream exchanges outstanding; nothing was sent. */
+export class OverloadError extends EgressdError {
+  constructor(message: string) {
+    super('EOVERLOAD', message)
+  }
+}
+
+/** Every upstream was tried and every try timed out. */
+export class UpstreamTimeoutError extends EgressdError {
+  constructor(message: string) {
+    super('ETIMEOUT', message)
+  }
+}
+
+/** A caller broke a function's contract: a bug in egressd, not bad input from the network or a file. */
+export class InvalidArgumentError extends EgressdError {
+  constructor(message: string) {
+    super('EINVALIDARG', message)
   }
 }

@@ -7,10 +7,11 @@ import { expandPattern, PatternError } from '../policy/pattern.js'
 import { findWarnings } from '../policy/compile.js'
 import { DEFAULT_PORTS, type Action, type PolicyEntry, type PortSpec } from '../policy/types.js'
 import { didYouMean } from './did-you-mean.js'
-import { parseCidr, parseHostPort } from './net.js'
+import { parseCidr, type Cidr } from '../net/cidr.js'
+import { parseHostPort, type HostPort } from '../net/host-port.js'
 import { readResolvConf } from './resolv-conf.js'
 import { DEFAULT_REPORT_PORTS, groupWarnings } from './groups.js'
-import type { Cidr, Config, GroupConfig, GroupMode, HostPort } from './types.js'
+import type { Config, GroupConfig, GroupMode } from './types.js'
 import { describe, YamlReader } from './yaml-reader.js'
 
 /** Shipped next to dist/ and src/: both are two levels below the package root. */

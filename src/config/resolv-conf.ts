@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
-import { isIP } from 'node:net'
-import type { HostPort } from './types.js'
+import { ipFamily } from '../net/address.js'
+import type { HostPort } from '../net/host-port.js'
 
 /**
  * The nameservers of a resolv.conf, port 53. Zone-scoped link-local addresses
@@ -19,7 +19,7 @@ export function readResolvConf(path = '/etc/resolv.conf'): HostPort[] {
     const m = /^\s*nameserver\s+(\S+)/.exec(line)
     if (!m) continue
     if (m[1]!.includes('%')) continue
-    const family = isIP(m[1]!)
+    const family = ipFamily(m[1]!)
     if (family === 4 || family === 6) servers.push({ host: m[1]!, port: 53, family })
   }
   return servers

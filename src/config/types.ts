@@ -1,19 +1,6 @@
+import type { Cidr } from '../net/cidr.js'
+import type { HostPort } from '../net/host-port.js'
 import type { GroupConfig, GroupMode, PolicyEntry, PortSpec } from '../policy/types.js'
-
-/** `host:port`, IPv6 written `[::1]:5353`; `host` holds the bare address. */
-export interface HostPort {
-  readonly host: string
-  readonly port: number
-  readonly family: 4 | 6
-}
-
-/** A parsed CIDR; `bits` is the prefix length, `bytes` the network address (4 or 16 bytes). */
-export interface Cidr {
-  readonly text: string
-  readonly family: 4 | 6
-  readonly bytes: Uint8Array
-  readonly bits: number
-}
 
 export interface DnsConfig {
   readonly listen: readonly HostPort[]

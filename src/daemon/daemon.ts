@@ -12,7 +12,7 @@
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { ConfigErrors, EgressdError } from '../errors.js'
 import { loadConfig, type LoadOptions } from '../config/load.js'
-import { formatHostPort } from '../config/net.js'
+import { formatHostPort } from '../net/host-port.js'
 import { createLogger, type Logger } from '../log/logger.js'
 import { notifySystemd } from '../log/sd-notify.js'
 import type { NftRunner } from '../firewall/nftables-sink.js'

@@ -1,5 +1,5 @@
-import type { Cidr } from '../config/types.js'
-import { CidrTable } from './cidr-table.js'
+import type { Cidr } from '../net/cidr.js'
+import { CidrTable } from '../net/cidr-table.js'
 
 /** `dns.clients` for a per-datagram check; text that is not an address is refused. */
 export class ClientAcl {

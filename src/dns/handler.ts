@@ -1,4 +1,5 @@
 import type { DnsConfig } from '../config/types.js'
+import { OverloadError, UpstreamTimeoutError } from '../errors.js'
 import { writeDecision, type DecisionEvent } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
@@ -190,10 +191,10 @@ export class QueryHandler {
     const kept = Object.assign(new QueryInfo(), info)
     return this.resolver.fetch(key, q, kept, viaTcp).then(
       (entry) => this.serve(entry, q, kept, this.state, rule, client, viaTcp, true),
-      (err: { code?: string }) => {
-        if (err.code === 'EOVERLOAD') m.overload.inc(0)
+      (err: unknown) => {
+        if (err instanceof OverloadError) m.overload.inc(0)
         m.response(RCODE_SERVFAIL)
-        return buildReply(q, kept, RCODE_SERVFAIL, err.code === 'ETIMEOUT' ? EDE_NO_REACHABLE_AUTHORITY : 0, null)
+        return buildReply(q, kept, RCODE_SERVFAIL, err instanceof UpstreamTimeoutError ? EDE_NO_REACHABLE_AUTHORITY : 0, null)
       },
     )
   }

@@ -1,8 +1,8 @@
 import type { DnsConfig } from '../config/types.js'
-import { EgressdError } from '../errors.js'
+import { EgressdError, OverloadError } from '../errors.js'
 import { DnsCache, type StoredAnswer } from './cache.js'
 import type { DnsMetrics } from './metrics.js'
-import { isPrivateAddress } from './private-address.js'
+import { isPrivateAddress } from '../net/private-ranges.js'
 import { UpstreamClient } from './upstream.js'
 import {
   buildQuery,
@@ -113,7 +113,7 @@ export class Resolver {
     const flying = this.inflight.get(flightKey)
     if (flying !== undefined) return flying
     if (this.pendingCount >= this.settings.maxPendingUpstream) {
-      return Promise.reject(new EgressdError('EOVERLOAD', `${this.pendingCount} upstream queries outstanding`))
+      return Promise.reject(new OverloadError(`${this.pendingCount} upstream queries outstanding`))
     }
     const query = buildUpstreamQuery(q, info, 0)
     const questionEnd = info.questionEnd

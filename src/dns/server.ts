@@ -1,6 +1,6 @@
 import dgram from 'node:dgram'
 import net, { type AddressInfo } from 'node:net'
-import type { HostPort } from '../config/types.js'
+import type { HostPort } from '../net/host-port.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { QueryHandler } from './handler.js'

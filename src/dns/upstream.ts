@@ -1,11 +1,11 @@
 import dgram from 'node:dgram'
 import net from 'node:net'
 import { randomFillSync } from 'node:crypto'
-import type { HostPort } from '../config/types.js'
-import { EgressdError } from '../errors.js'
+import type { HostPort } from '../net/host-port.js'
+import { EgressdError, UpstreamTimeoutError } from '../errors.js'
 import type { DnsMetrics, UpstreamError } from './metrics.js'
-import { parseIpInto } from './private-address.js'
-import { answerMatches, formatIp, HEADER_LEN, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL } from './wire.js'
+import { formatIp, parseIpInto } from '../net/address.js'
+import { answerMatches, HEADER_LEN, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL } from './wire.js'
 
 /** One failed try; `reason` is the `egressd_dns_upstream_errors_total` label. */
 export class UpstreamFailure extends EgressdError {
@@ -118,7 +118,7 @@ export class UpstreamClient {
       }
     }
     if (last === null) throw new EgressdError('ERESOLVE', 'no upstream resolvers configured')
-    if (allTimeouts) throw new EgressdError('ETIMEOUT', `every upstream timed out (${this.timeoutMs} ms each)`)
+    if (allTimeouts) throw new UpstreamTimeoutError(`every upstream timed out (${this.timeoutMs} ms each)`)
     throw new EgressdError('ERESOLVE', last.message)
   }
 

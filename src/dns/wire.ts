@@ -12,6 +12,8 @@
  * by a hop counter (compression pointers), so hostile input costs O(length).
  */
 
+import { formatIp } from '../net/address.js'
+
 export const HEADER_LEN = 12
 
 export const TYPE_A = 1
@@ -613,29 +615,4 @@ export function extractChain(buf: Uint8Array, len: number, maxHops = 8): ChainRe
     else if (r.type === TYPE_AAAA && r.rdlen === 16) addresses.push({ address: formatIp(buf, r.rdata, 16), family: 6, ttl })
   }
   return { addresses, target }
-}
-
-/** Text form of a 4- or 16-byte address; IPv6 per RFC 5952 (longest zero run of ≥ 2 groups as ::). */
-export function formatIp(buf: Uint8Array, off: number, length: 4 | 16): string {
-  if (length === 4) return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`
-  const groups: number[] = []
-  for (let i = 0; i < 8; i++) groups.push((buf[off + 2 * i]! << 8) | buf[off + 2 * i + 1]!)
-  let bestStart = -1
-  let bestLen = 1
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++
-      continue
-    }
-    let j = i
-    while (j < 8 && groups[j] === 0) j++
-    if (j - i > bestLen) {
-      bestStart = i
-      bestLen = j - i
-    }
-    i = j
-  }
-  const hex = (a: number, b: number) => groups.slice(a, b).map((g) => g.toString(16)).join(':')
-  if (bestStart < 0) return hex(0, 8)
-  return `${hex(0, bestStart)}::${hex(bestStart + bestLen, 8)}`
 }

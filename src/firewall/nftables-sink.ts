@@ -1,6 +1,7 @@
-import { isIP } from 'node:net'
 import type { Registry } from 'prom-client'
 import type { Config } from '../config/types.js'
+import { InvalidArgumentError } from '../errors.js'
+import { ipFamily } from '../net/address.js'
 import type { AnswerAddress } from '../dns/answer-sink.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
@@ -102,7 +103,7 @@ export class NftablesSink {
   private refresh: RefreshMode = 'add-delete-add'
 
   constructor(cfg: NftablesConfig, deps: NftablesSinkDeps) {
-    if (!isValidTableName(cfg.table)) throw new Error(`invalid nftables table name ${JSON.stringify(cfg.table)}`)
+    if (!isValidTableName(cfg.table)) throw new InvalidArgumentError(`invalid nftables table name ${JSON.stringify(cfg.table)}`)
     this.cfg = cfg
     this.table = cfg.table
     this.log = deps.log
@@ -166,9 +167,9 @@ export class NftablesSink {
     let wait: Batch | null = null
     for (let a = 0; a < addresses.length; a++) {
       const { address, ttl } = addresses[a]!
-      // The address is pasted into an nft script: only what isIP accepts, and no
-      // zone index (fe80::1%eth0), ever gets there.
-      const family = isIP(address)
+      // The address is pasted into an nft script: only an IP literal, and no zone
+      // index (fe80::1%eth0), ever gets there.
+      const family = ipFamily(address)
       if (family === 0 || address.includes('%')) {
         this.metrics.errors.incLabel('invalid_address')
         if (this.logLimiter.allow(now)) this.log.warn({ name, address }, 'firewall sink ignored an address that is not an IP literal')

@@ -1,4 +1,5 @@
 import { Gauge, type Registry } from 'prom-client'
+import { InvalidArgumentError } from '../errors.js'
 
 /**
  * A counter with a fixed set of label values, kept in a Float64Array and published
@@ -44,7 +45,7 @@ export class FastCounter<L extends string> {
   /** Index of a label value, resolved once by callers so the hot path is an array write. */
   slot(value: L): number {
     const i = this.index.get(value)
-    if (i === undefined) throw new Error(`unknown label value ${value}`)
+    if (i === undefined) throw new InvalidArgumentError(`unknown label value ${value}`)
     return i
   }
 

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
-import type { HostPort } from '../config/types.js'
+import type { HostPort } from '../net/host-port.js'
 
 /**
  * GET /metrics (Prometheus text), /healthz (the process answers), /readyz (200 once

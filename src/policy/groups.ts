@@ -3,8 +3,8 @@
  * once), the group's report rules, and a selector from a client address to its group.
  * Pure: no sockets, logging or metrics; the DNS handler and the SNI proxy count and log.
  */
-import type { Cidr } from '../config/types.js'
-import { CidrTable } from '../dns/cidr-table.js'
+import type { Cidr } from '../net/cidr.js'
+import { CidrTable } from '../net/cidr-table.js'
 import { compilePolicy } from './compile.js'
 import type { Policy } from './match.js'
 import type { GroupConfig, GroupMode, PolicyEntry, PortSpec, Rule } from './types.js'

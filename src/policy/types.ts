@@ -1,5 +1,5 @@
 /** Types shared by the policy compiler, the matcher, the decision and their callers. No I/O here. */
-import type { Cidr } from '../config/types.js'
+import type { Cidr } from '../net/cidr.js'
 
 export type Proto = 'tcp' | 'udp'
 

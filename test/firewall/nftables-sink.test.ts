@@ -292,7 +292,7 @@ t.test('stop writes what is queued, then ignores adds', async (t) => {
 })
 
 t.test('an invalid table name is refused before any script is built', async (t) => {
-  t.throws(() => new NftablesSink({ ...CFG, table: 'x; flush ruleset' }, { log: captureLogger().log, registry: new Registry(), runner: new FakeRunner() }))
+  t.throws(() => new NftablesSink({ ...CFG, table: 'x; flush ruleset' }, { log: captureLogger().log, registry: new Registry(), runner: new FakeRunner() }), { name: 'InvalidArgumentError', code: 'EINVALIDARG' })
 })
 
 t.test('SpawnNftRunner: the script reaches stdin; failure rejects with stderr; a missing binary rejects', async (t) => {

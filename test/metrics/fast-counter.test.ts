@@ -10,3 +10,8 @@ t.test('fast counter exposes counter type', async (t) => {
   t.match(text, /egressd_x_total\{verdict="b"\} 3/)
   t.match(text, /egressd_x_total\{verdict="a"\} 0/)
 })
+
+t.test('an unknown label value is a caller bug: InvalidArgumentError', async (t) => {
+  const c = new FastCounter(new Registry(), 'egressd_y_total', 'y', 'verdict', ['a', 'b'] as const)
+  t.throws(() => c.slot('c' as 'a'), { name: 'InvalidArgumentError', code: 'EINVALIDARG', message: 'unknown label value c' })
+})

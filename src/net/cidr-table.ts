@@ -1,5 +1,5 @@
-import type { Cidr } from '../config/types.js'
-import { parseIpInto } from './private-address.js'
+import { isV4Mapped, parseIpInto, v4ToUint32 } from './address.js'
+import { prefixEqual, type Cidr } from './cidr.js'
 
 /**
  * CIDRs compiled for a per-packet lookup, shared by the client ACL and group selection:
@@ -26,9 +26,8 @@ export class CidrTable {
     this.v4value = Int32Array.from(v4, (e) => e.value)
     v4.forEach(({ cidr }, i) => {
       const mask = cidr.bits === 0 ? 0 : (0xffffffff << (32 - cidr.bits)) >>> 0
-      const b = cidr.bytes
       this.v4mask[i] = mask
-      this.v4net[i] = (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) & mask) >>> 0
+      this.v4net[i] = (v4ToUint32(cidr.bytes) & mask) >>> 0
     })
     this.v6 = entries.filter((e) => e.cidr.family === 6).map((e) => ({ bytes: e.cidr.bytes, bits: e.cidr.bits, value: e.value }))
   }
@@ -44,15 +43,13 @@ export class CidrTable {
   private find(address: string): number {
     const s = this.scratch
     const n = parseIpInto(address, s)
-    if (n === 4) return this.findV4(((s[0]! << 24) | (s[1]! << 16) | (s[2]! << 8) | s[3]!) >>> 0)
+    if (n === 4) return this.findV4(v4ToUint32(s))
     if (n === 0) return -1
-    let mapped = s[10] === 0xff && s[11] === 0xff
-    for (let i = 0; i < 10 && mapped; i++) if (s[i] !== 0) mapped = false
-    if (mapped) {
-      const v = this.findV4(((s[12]! << 24) | (s[13]! << 16) | (s[14]! << 8) | s[15]!) >>> 0)
+    if (isV4Mapped(s)) {
+      const v = this.findV4(v4ToUint32(s, 12))
       if (v >= 0) return v
     }
-    for (const c of this.v6) if (prefixMatch(s, c.bytes, c.bits)) return c.value
+    for (const c of this.v6) if (prefixEqual(s, c.bytes, c.bits)) return c.value
     return -1
   }
 
@@ -62,12 +59,4 @@ export class CidrTable {
     for (let i = 0; i < net.length; i++) if (((v & mask[i]!) >>> 0) === net[i]) return this.v4value[i]!
     return -1
   }
-}
-
-function prefixMatch(a: Uint8Array, net: Uint8Array, bits: number): boolean {
-  let i = 0
-  for (; bits >= 8; bits -= 8, i++) if (a[i] !== net[i]) return false
-  if (bits === 0) return true
-  const mask = (0xff << (8 - bits)) & 0xff
-  return (a[i]! & mask) === (net[i]! & mask)
 }
