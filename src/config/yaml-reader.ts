@@ -54,7 +54,7 @@ export class YamlReader {
       const full = path ? `${path}.${key}` : key
       if (!known.includes(key)) {
         const hint = didYouMean(key, known)
-        this.error(keyNode, `unknown key "${full}"` + (hint ? `; did you mean "${path ? path + '.' : ''}${hint}"?` : `; known keys here: ${known.join(', ')}`))
+        this.error(keyNode, `unknown key ${quote(full)}` + (hint ? `; did you mean "${path ? path + '.' : ''}${hint}"?` : `; known keys here: ${known.join(', ')}`))
         continue
       }
       out.set(key, (pair.value as Node | null) ?? null)
@@ -104,6 +104,23 @@ export function describe(node: Node | null | undefined): string {
   if (node === null || node === undefined) return 'nothing'
   if (isMap(node)) return 'a mapping'
   if (isSeq(node)) return 'a list'
-  if (isScalar(node)) return node.value === null ? 'null' : JSON.stringify(node.value)
+  if (isScalar(node)) {
+    if (node.value === null) return 'null'
+    if (typeof node.value === 'string' && node.value.length > MAX_SHOWN) return `${JSON.stringify(node.value.slice(0, SHOWN_HEAD))}… (${node.value.length} characters)`
+    return JSON.stringify(node.value)
+  }
   return 'an alias'
+}
+
+/**
+ * Messages quote at most this many characters of a value: a 50 MB scalar in a message
+ * would be written to the terminal or journal whole. Longer values show their first
+ * SHOWN_HEAD characters, an ellipsis and their length.
+ */
+export const MAX_SHOWN = 100
+const SHOWN_HEAD = 60
+
+/** `"text"`, shortened as `describe` does when it is longer than MAX_SHOWN. */
+export function quote(text: string): string {
+  return text.length > MAX_SHOWN ? `"${text.slice(0, SHOWN_HEAD)}…" (${text.length} characters)` : `"${text}"`
 }
