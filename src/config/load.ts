@@ -3,11 +3,12 @@ import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isMap, isScalar, Scalar, type Node } from 'yaml'
 import { ConfigError, ConfigErrors } from '../errors.js'
-import { expandPattern, PatternError } from '../policy/pattern.js'
+import { expandPattern, MAX_EXPANSION, PatternError, patternSize } from '../policy/pattern.js'
 import { findWarnings } from '../policy/compile.js'
 import { DEFAULT_PORTS, type Action, type PolicyEntry, type PortSpec } from '../policy/types.js'
 import { didYouMean } from './did-you-mean.js'
 import { readField, readPorts, readSection, type PolicyReaders } from './fields.js'
+import { maxConfigBytes, readConfigText } from './read-file.js'
 import { readResolvConf } from './resolv-conf.js'
 import { DEFAULT_GROUP, groupWarnings } from './groups.js'
 import { configSchema, type groupSchema } from './schema.js'
@@ -22,6 +23,10 @@ export interface LoadOptions {
   presetsDir?: string
   /** For tests: the file `dns.upstreams: []` falls back to. */
   resolvConf?: string
+  /** Largest file accepted, in bytes; EGRESSD_MAX_CONFIG_BYTES or 16 MiB by default (read-file.ts). */
+  maxBytes?: number
+  /** For tests: what all entries may expand to together; MAX_CONFIG_NAMES by default. */
+  maxNames?: number
 }
 
 export interface LoadedConfig {
@@ -34,27 +39,38 @@ export interface LoadedConfig {
 export function loadConfig(file: string, options: LoadOptions = {}): LoadedConfig {
   let text: string
   try {
-    text = readFileSync(file, 'utf8')
+    const limit = options.maxBytes ?? maxConfigBytes()
+    if (typeof limit === 'string') throw new ConfigError(file, 1, 1, limit)
+    text = readConfigText(file, limit)
   } catch (e) {
-    const reason = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message
-    throw new ConfigErrors([new ConfigError(file, 1, 1, `cannot read configuration: ${reason}`)])
+    if (e instanceof ConfigError) throw new ConfigErrors([e])
+    throw e
   }
   return parseConfig(file, text, options)
 }
 
 export function parseConfig(file: string, text: string, options: LoadOptions = {}): LoadedConfig {
   const r = new YamlReader(file, text)
-  if (r.errors.length > 0) throw new ConfigErrors(r.errors)
+  if (r.errors.length > 0) throw new ConfigErrors(r.report())
   const presetsDir = options.presetsDir ?? PRESETS_DIR
   // Preset files are read once per configuration even when several groups name them.
   const presetCache = new Map<string, PolicyEntry[]>()
+  const budget = new NameBudget(options.maxNames ?? MAX_CONFIG_NAMES)
   const readers: LoaderReaders = {
-    entries: (node, path, action) => entries(r, node, path, action),
-    presets: (node, path) => presetNames(r, node, presetsDir, path),
+    entries: (node, path, action) => entries(r, node, path, action, undefined, budget),
+    presets: (node, path) => {
+      const names = presetNames(r, node, presetsDir, path)
+      for (const name of names) {
+        let n = 0
+        for (const e of loadPreset(name, presetsDir, r.errors, presetCache)) n += patternSize(e.entry)
+        budget.charge(n, r, node, `${path}: preset "${name}"`)
+      }
+      return names
+    },
     groups: (node, path, field) => groupList(r, node, path, field.item as typeof groupSchema, readers),
     loadPresets: (names) => {
       const out: PolicyEntry[] = []
-      for (const name of names) out.push(...loadPreset(name, presetsDir, r.errors, presetCache))
+      for (const name of names) for (const e of loadPreset(name, presetsDir, r.errors, presetCache)) out.push(e)
       return out
     },
   }
@@ -75,13 +91,42 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
     reportPorts: top.reportPorts,
     groups: top.groups,
   }
-  if (r.errors.length > 0) throw new ConfigErrors(inFileOrder(r.errors))
+  if (r.errors.length > 0) throw new ConfigErrors(r.report())
   const warnings = findWarnings(policy).map((w) => `${policy[w.entryIndex]!.source}: warning: ${w.message}`)
   for (const g of config.groups!) {
     for (const w of findWarnings(g.policy)) warnings.push(`${g.policy[w.entryIndex]!.source}: warning: group "${g.name}": ${w.message}`)
   }
-  warnings.push(...groupWarnings(config))
+  for (const w of groupWarnings(config)) warnings.push(w)
   return { config, warnings }
+}
+
+/**
+ * What all entries of a configuration may expand to together, counting each name a
+ * brace product yields and each group's use of a preset (every group compiles its own
+ * matcher). 1 M plain allow entries load; a small file of brace products that would
+ * expand to millions of names is refused before they are expanded (measured: 300
+ * entries of `{0..99}{0..99}.…`, an 11 KB file, took 24 s and 600 MB to accept as 3 M
+ * rules). Documented in docs/configuration.md.
+ */
+export const MAX_CONFIG_NAMES = 1 << 20
+
+class NameBudget {
+  private used = 0
+  private exceeded = false
+  constructor(readonly max: number) {}
+
+  /** Counts `n` more names; false once the total is past `max` (reported at the first entry past it, once). */
+  charge(n: number, r: YamlReader, node: Node | null | undefined, what: string): boolean {
+    if (this.exceeded) return false
+    if (this.used + n <= this.max) {
+      this.used += n
+      return true
+    }
+    this.exceeded = true
+    r.error(node, `${what} brings the configuration to more than ${this.max} names (${this.used} before it, ${n} from it;` +
+      ' each brace expansion counts its names, each group its own); later entries were not expanded')
+    return false
+  }
 }
 
 interface LoaderReaders extends PolicyReaders {
@@ -140,10 +185,6 @@ function groupList(r: YamlReader, node: Node | null | undefined, list: string, i
   return out
 }
 
-/** Errors are collected section by section; operators read them top to bottom. */
-function inFileOrder(errors: ConfigError[]): ConfigError[] {
-  return [...errors].sort((a, b) => (a.file === b.file ? a.line - b.line || a.col - b.col : 0))
-}
 
 
 
@@ -183,13 +224,13 @@ function loadPreset(name: string, dir: string, errors: ConfigError[], cache: Map
     ...entries(pr, keys.get('allow'), 'allow', 'allow', `preset ${name}`),
     ...entries(pr, keys.get('deny'), 'deny', 'deny', `preset ${name}`),
   ]
-  errors.push(...pr.errors)
+  for (const e of pr.errors) errors.push(e)
   cache.set(name, list)
   return list
 }
 
 /** allow/deny items: `"name"` or `{name: "…", ports: [123/udp]}`; patterns checked here so errors carry a position. */
-function entries(r: YamlReader, node: Node | null | undefined, path: string, action: Action, origin?: string): PolicyEntry[] {
+function entries(r: YamlReader, node: Node | null | undefined, path: string, action: Action, origin?: string, budget?: NameBudget): PolicyEntry[] {
   const out: PolicyEntry[] = []
   for (const item of r.list(node, path)) {
     let nameNode: Node | null | undefined = item
@@ -207,6 +248,10 @@ function entries(r: YamlReader, node: Node | null | undefined, path: string, act
       continue
     }
     try {
+      // Counted before expanding: an entry past the budget is never expanded. One past
+      // MAX_EXPANSION goes on to expandPattern, which refuses it before expanding too.
+      const size = patternSize(text)
+      if (budget !== undefined && size <= MAX_EXPANSION && !budget.charge(size, r, nameNode, `${path}: ${quote(text)}`)) continue
       expandPattern(text)
     } catch (e) {
       if (!(e instanceof PatternError)) throw e
