@@ -4,7 +4,7 @@
  * turns a YAML node into that value with `file:line:col` errors. `schema.ts` says which
  * keys egressd has; this file says what a key of each kind means.
  */
-import { isScalar, type Node } from 'yaml'
+import { isScalar, isSeq, type Node } from 'yaml'
 import type { Action, GroupConfig, PolicyEntry, PortSpec } from '../policy/types.js'
 import { parseCidr, parseHostPort } from './net.js'
 import type { Cidr, HostPort } from './types.js'
@@ -39,6 +39,11 @@ export interface NameField extends Yields<string> {
   readonly default: string
   readonly pattern: RegExp
   readonly rule: string
+}
+/** Free text (a preset's description). */
+export interface TextField extends Yields<string> {
+  readonly kind: 'text'
+  readonly default: string
 }
 export interface HostPortsField extends Yields<readonly HostPort[]> {
   readonly kind: 'hostports'
@@ -76,7 +81,7 @@ export interface SectionField<S extends Schema = Schema> extends Yields<Infer<S>
 }
 
 export type Field =
-  | IntField | BoolField | EnumField | NameField | HostPortsField | OptionalHostPortField | CidrsField
+  | IntField | BoolField | EnumField | NameField | TextField | HostPortsField | OptionalHostPortField | CidrsField
   | PortsField | EntriesField | PresetsField | GroupsField | SectionField<Schema>
 
 /** Keys as written in YAML (snake_case), in the order the reference lists them. */
@@ -100,6 +105,7 @@ export const bool = (default_: boolean, doc: string): BoolField => ({ kind: 'boo
 export const enumOf = <const T extends string>(choices: readonly T[], default_: NoInfer<T>, doc: string): EnumField<T> =>
   ({ kind: 'enum', choices, default: default_, doc })
 export const name = (default_: string, pattern: RegExp, rule: string, doc: string): NameField => ({ kind: 'name', default: default_, pattern, rule, doc })
+export const text = (default_: string, doc: string): TextField => ({ kind: 'text', default: default_, doc })
 export const hostPorts = (default_: readonly string[], doc: string): HostPortsField => ({ kind: 'hostports', default: default_, doc })
 export const optionalHostPort = (default_: string | null, doc: string): OptionalHostPortField => ({ kind: 'hostport?', default: default_, doc })
 export const cidrs = (default_: readonly string[], doc: string): CidrsField => ({ kind: 'cidrs', default: default_, doc })
@@ -140,6 +146,8 @@ export function readField(r: YamlReader, node: Node | null | undefined, path: st
       if (!f.pattern.test(value)) r.error(node, `${path} ${quote(value)} must be ${f.rule}`)
       return value
     }
+    case 'text':
+      return r.string(node, path) ?? f.default
     case 'hostports':
       return node === undefined ? f.default.map((t) => parseHostPort(t) as HostPort) : readList(r, node, path, parseHostPort)
     case 'hostport?':
@@ -197,6 +205,11 @@ export function readPorts(r: YamlReader, node: Node | null | undefined, path: st
     }
     out.push({ port: Number(m[1]), proto: m[2] as 'tcp' | 'udp' })
   }
-  if (out.length === 0 && items.length === 0) r.error(node, `${path} is empty; leave it out for the default [443/tcp]`)
+  if (isEmptyList(node)) r.error(node, `${path} is empty; leave it out for the default [443/tcp]`)
   return out
+}
+
+/** `key: []` or `key:` with nothing; not a scalar or mapping, which `list` already reported. */
+export function isEmptyList(node: Node | null | undefined): boolean {
+  return node === null || (isSeq(node) && node.items.length === 0)
 }

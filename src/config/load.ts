@@ -7,11 +7,11 @@ import { expandPattern, MAX_EXPANSION, PatternError, patternSize } from '../poli
 import { findWarnings } from '../policy/compile.js'
 import { DEFAULT_PORTS, type Action, type PolicyEntry, type PortSpec } from '../policy/types.js'
 import { didYouMean } from './did-you-mean.js'
-import { readField, readPorts, readSection, type PolicyReaders } from './fields.js'
+import { isEmptyList, readField, readPorts, readSection, type PolicyReaders } from './fields.js'
 import { maxConfigBytes, readConfigText } from './read-file.js'
 import { readResolvConf } from './resolv-conf.js'
 import { DEFAULT_GROUP, groupWarnings } from './groups.js'
-import { configSchema, type groupSchema } from './schema.js'
+import { configSchema, presetFileSchema, type groupSchema } from './schema.js'
 import type { Cidr, Config, GroupConfig, GroupMode } from './types.js'
 import { describe, quote, YamlReader } from './yaml-reader.js'
 
@@ -166,7 +166,7 @@ function groupList(r: YamlReader, node: Node | null | undefined, list: string, i
     const field = <K extends keyof typeof item>(key: K) => readField(r, keys.get(key), `${path}.${key}`, item[key], readers)
     if (!keys.has('clients')) r.error(itemNode, `${path} needs clients: [CIDR, …]; clients in no group get the top-level policy`)
     const clients = field('clients') as Cidr[]
-    if (keys.has('clients') && clients.length === 0 && r.list(keys.get('clients'), `${path}.clients`).length === 0) {
+    if (keys.has('clients') && isEmptyList(keys.get('clients'))) {
       r.error(keys.get('clients'), `${path}.clients is empty: the group could never be chosen`)
     }
     const presets = field('presets') as string[]
@@ -219,11 +219,13 @@ function loadPreset(name: string, dir: string, errors: ConfigError[], cache: Map
   if (cached !== undefined) return cached
   const file = join(dir, `${name}.yaml`)
   const pr = new YamlReader(file, readFileSync(file, 'utf8'))
-  const keys = pr.map(pr.root, '', ['description', 'source', 'allow', 'deny'])
-  const list = [
-    ...entries(pr, keys.get('allow'), 'allow', 'allow', `preset ${name}`),
-    ...entries(pr, keys.get('deny'), 'deny', 'deny', `preset ${name}`),
-  ]
+  const preset = readSection(pr, pr.root, '', presetFileSchema.fields, {
+    entries: (node, path, action) => entries(pr, node, path, action, `preset ${name}`),
+    // A preset file has no presets or groups keys (presetFileSchema).
+    presets: () => [],
+    groups: () => [],
+  })
+  const list = [...preset.allow, ...preset.deny]
   for (const e of pr.errors) errors.push(e)
   cache.set(name, list)
   return list

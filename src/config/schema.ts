@@ -6,7 +6,7 @@
  * key means adding one line here (and the row the test then asks for in the docs).
  */
 import { DEFAULT_REPORT_PORTS } from './groups.js'
-import { bool, cidrs, entries, enumOf, groups, hostPorts, int, name, optionalHostPort, ports, presets, section } from './fields.js'
+import { bool, cidrs, entries, enumOf, groups, hostPorts, int, name, optionalHostPort, ports, presets, section, text } from './fields.js'
 
 const MODES = ['enforce', 'report'] as const
 
@@ -90,4 +90,12 @@ export const configSchema = section({
   report: entries('allow', 'names let through and counted as would_block while trying a rule'),
   report_ports: ports(DEFAULT_REPORT_PORTS, 'ports opened for a name let through by mode: report without a report entry'),
   groups: groups(groupSchema, 'per-client policies, see docs/groups.md'),
+})
+
+/** A preset file, config/presets/NAME.yaml: its allow and deny lists, and where they came from. */
+export const presetFileSchema = section({
+  description: text('', 'what the preset is for'),
+  source: text('', 'the guide or document its names come from'),
+  allow: entries('allow', 'names or {name, ports} mappings'),
+  deny: entries('deny', 'names blocked even where an allow entry matches'),
 })

@@ -39,6 +39,8 @@ export function defaultText(f: Field): string {
       return f.default
     case 'name':
       return f.default === '' ? '(required)' : f.default
+    case 'text':
+      return `"${f.default}"`
     case 'hostports':
       return `[${f.default.map((t) => `"${t}"`).join(', ')}]`
     case 'hostport?':
@@ -65,6 +67,8 @@ function allowedText(f: Field): string {
       return f.choices.join(', ')
     case 'name':
       return f.rule
+    case 'text':
+      return 'text'
     case 'hostports':
       return 'list of ip:port'
     case 'hostport?':

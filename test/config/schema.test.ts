@@ -1,5 +1,5 @@
 import t from 'tap'
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ConfigErrors } from '../../src/errors.js'
@@ -147,5 +147,37 @@ t.test('bounds come from the schema: each int key rejects min-1 and max+1 with i
       }
       t.equal(message, `${leaf.yaml} must be a whole number from ${min} to ${max}, not ${bad}`, `${leaf.yaml}: ${bad}`)
     }
+  }
+})
+
+t.test('a value that is not a list is reported once (it used to be reported twice, then as empty)', async (t) => {
+  const errorsOf = (text: string): string[] => {
+    try {
+      parseConfig('x.yaml', text, { resolvConf })
+    } catch (e) {
+      if (e instanceof ConfigErrors) return e.errors.map((x) => x.message)
+      throw e
+    }
+    return []
+  }
+  t.same(errorsOf('report_ports: 5\n'), ['x.yaml:1:15: report_ports must be a list ([a, b] or "- a" lines), not 5'])
+  t.same(errorsOf('groups:\n  - {name: a, clients: 5}\n'), ['x.yaml:2:24: groups.a.clients must be a list ([a, b] or "- a" lines), not 5'])
+  t.same(errorsOf('report_ports: []\n'), ['x.yaml:1:15: report_ports is empty; leave it out for the default [443/tcp]'])
+  t.same(errorsOf('groups:\n  - {name: a, clients: []}\n'), ['x.yaml:2:24: groups.a.clients is empty: the group could never be chosen'])
+})
+
+t.test('preset files are read through presetFileSchema', async (t) => {
+  const presets = join(dir, 'presets')
+  mkdirSync(presets)
+  writeFileSync(join(presets, 'p.yaml'), 'descripton: typo\nsource: [not, text]\nallow: [a.example.com]\n')
+  try {
+    parseConfig('x.yaml', 'presets: [p]\n', { resolvConf, presetsDir: presets })
+    t.fail('expected errors')
+  } catch (e) {
+    if (!(e instanceof ConfigErrors)) throw e
+    t.same(e.errors.map((x) => x.message), [
+      `${join(presets, 'p.yaml')}:1:1: unknown key "descripton"; did you mean "description"?`,
+      `${join(presets, 'p.yaml')}:2:9: source must be a string, not a list`,
+    ])
   }
 })
