@@ -3,6 +3,9 @@ export function didYouMean(word: string, candidates: readonly string[]): string 
   let best: string | null = null
   let bestDistance = Math.max(2, Math.floor(word.length / 3)) + 1
   for (const c of candidates) {
+    // The distance is at least the difference in length: a long word (a pasted blob as
+    // a key) costs nothing instead of length × candidate length per candidate.
+    if (Math.abs(word.length - c.length) >= bestDistance) continue
     const d = editDistance(word.toLowerCase(), c.toLowerCase())
     if (d < bestDistance) {
       best = c

@@ -1,67 +1,22 @@
-import type { Cidr } from '../net/cidr.js'
-import type { HostPort } from '../net/host-port.js'
 import type { GroupConfig, GroupMode, PolicyEntry, PortSpec } from '../policy/types.js'
+import type { Infer } from './fields.js'
+import type { dnsSchema, firewallSchema, logSchema, metricsSchema, sniSchema } from './schema.js'
 
-export interface DnsConfig {
-  readonly listen: readonly HostPort[]
-  /** Resolved upstreams; from /etc/resolv.conf when the file gave `[]`. */
-  readonly upstreams: readonly HostPort[]
-  readonly blockResponse: 'nxdomain' | 'refused'
-  readonly rebindProtection: boolean
-  /** Patterns (same syntax as allow) whose answers may hold private addresses. */
-  readonly rebindExempt: readonly PolicyEntry[]
-  readonly clients: readonly Cidr[]
-  /** Per try, per upstream. */
-  readonly upstreamTimeoutMs: number
-  readonly maxPendingUpstream: number
-  readonly maxTcpConnections: number
-  /** A client TCP connection with no complete query for this long is closed. */
-  readonly tcpIdleTimeoutMs: number
-  readonly cache: {
-    readonly maxEntries: number
-    readonly maxBytes: number
-    readonly minTtl: number
-    readonly maxTtl: number
-    /** Cap for negative answers (RFC 2308: SOA minimum, bounded). */
-    readonly negativeMaxTtl: number
-  }
-  /** Token bucket per client address; `qps: 0` disables it. */
-  readonly rateLimit: { readonly qps: number; readonly burst: number }
-}
-
-export interface SniConfig {
-  readonly listen: readonly HostPort[]
-  readonly upstreamPort: number
-  readonly onBlock: 'reset' | 'alert'
-  readonly allowPrivateDestinations: boolean
-  readonly maxClientHelloBytes: number
-  readonly handshakeTimeoutMs: number
-  readonly connectTimeoutMs: number
-  /** 0 = off: devices hold long-lived gRPC and MQTT streams. */
-  readonly idleTimeoutMs: number
-  readonly maxConnections: number
-  /** On SIGTERM, how long spliced connections may finish before they are cut. */
-  readonly shutdownGraceMs: number
-}
+/** The sections of `Config`, inferred from their schema (schema.ts holds each key's doc). */
+export type DnsConfig = Infer<typeof dnsSchema.fields>
+export type SniConfig = Infer<typeof sniSchema.fields>
+export type MetricsConfig = Infer<typeof metricsSchema.fields>
+export type FirewallConfig = Infer<typeof firewallSchema.fields>
+export type LogConfig = Infer<typeof logSchema.fields>
 
 export interface Config {
   /** Path of the file this came from, as given. */
   readonly file: string
   readonly dns: DnsConfig
   readonly sni: SniConfig
-  readonly metrics: {
-    readonly listen: HostPort | null
-    /** How many distinct names `egressd_blocked_total{name}` keeps before folding into `_other`. */
-    readonly blockedNamesMax: number
-  }
-  readonly firewall: {
-    readonly nftables: {
-      readonly enabled: boolean
-      readonly table: string
-      readonly graceSeconds: number
-    }
-  }
-  readonly log: { readonly level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent' }
+  readonly metrics: MetricsConfig
+  readonly firewall: FirewallConfig
+  readonly log: LogConfig
   readonly presets: readonly string[]
   /** allow and deny entries in order: presets first, then `allow`, then `deny`. */
   readonly policy: readonly PolicyEntry[]

@@ -8,7 +8,9 @@ import { didYouMean } from './did-you-mean.js'
  * message` each) instead of stopping at the first.
  */
 export class YamlReader {
+  /** At most MAX_ERRORS; `unlisted` counts the rest. */
   readonly errors: ConfigError[] = []
+  unlisted = 0
   readonly root: Node | null
   private readonly lines = new LineCounter()
 
@@ -19,7 +21,7 @@ export class YamlReader {
     const doc = parseDocument(text, { lineCounter: this.lines, prettyErrors: true, uniqueKeys: true })
     for (const e of doc.errors) {
       const at = e.linePos?.[0] ?? { line: 1, col: 1 }
-      this.errors.push(new ConfigError(file, at.line, at.col, e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')))
+      this.add(at.line, at.col, e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, ''))
     }
     this.root = doc.errors.length > 0 ? null : (doc.contents as Node | null)
   }
@@ -36,8 +38,31 @@ export class YamlReader {
   }
 
   error(node: Node | null | undefined, message: string, offset = 0): void {
+    if (this.errors.length >= MAX_ERRORS) {
+      this.unlisted++
+      return
+    }
     const { line, col } = this.position(node, offset)
-    this.errors.push(new ConfigError(this.file, line, col, message))
+    this.add(line, col, message)
+  }
+
+  private add(line: number, col: number, message: string): void {
+    if (this.errors.length >= MAX_ERRORS) this.unlisted++
+    else this.errors.push(new ConfigError(this.file, line, col, message))
+  }
+
+  /**
+   * The errors to report, in file order (they are collected section by section;
+   * operators read them top to bottom); past MAX_ERRORS a last line says how many more
+   * were found, at the position of the last one listed.
+   */
+  report(): ConfigError[] {
+    const out = [...this.errors].sort((a, b) => (a.file === b.file ? a.line - b.line || a.col - b.col : 0))
+    if (this.unlisted > 0) {
+      const last = out[out.length - 1]!
+      out.push(new ConfigError(this.file, last.line, last.col, `${this.unlisted} more problems not listed (at most ${MAX_ERRORS} are)`))
+    }
+    return out
   }
 
   /** A mapping's values by key; unknown keys are errors with a did-you-mean hint. */
@@ -54,7 +79,7 @@ export class YamlReader {
       const full = path ? `${path}.${key}` : key
       if (!known.includes(key)) {
         const hint = didYouMean(key, known)
-        this.error(keyNode, `unknown key "${full}"` + (hint ? `; did you mean "${path ? path + '.' : ''}${hint}"?` : `; known keys here: ${known.join(', ')}`))
+        this.error(keyNode, `unknown key ${quote(full)}` + (hint ? `; did you mean "${path ? path + '.' : ''}${hint}"?` : `; known keys here: ${known.join(', ')}`))
         continue
       }
       out.set(key, (pair.value as Node | null) ?? null)
@@ -100,10 +125,33 @@ export class YamlReader {
   }
 }
 
+/**
+ * A file with 200 000 bad entries took 15 s and printed 200 000 lines; past this many
+ * problems the rest are only counted.
+ */
+export const MAX_ERRORS = 100
+
 export function describe(node: Node | null | undefined): string {
   if (node === null || node === undefined) return 'nothing'
   if (isMap(node)) return 'a mapping'
   if (isSeq(node)) return 'a list'
-  if (isScalar(node)) return node.value === null ? 'null' : JSON.stringify(node.value)
+  if (isScalar(node)) {
+    if (node.value === null) return 'null'
+    if (typeof node.value === 'string' && node.value.length > MAX_SHOWN) return `${JSON.stringify(node.value.slice(0, SHOWN_HEAD) + '…')} (${node.value.length} characters)`
+    return JSON.stringify(node.value)
+  }
   return 'an alias'
+}
+
+/**
+ * Messages quote at most this many characters of a value: a 50 MB scalar in a message
+ * would be written to the terminal or journal whole. Longer values show their first
+ * SHOWN_HEAD characters, an ellipsis and their length.
+ */
+export const MAX_SHOWN = 100
+const SHOWN_HEAD = 60
+
+/** `"text"`, shortened as `describe` does when it is longer than MAX_SHOWN. */
+export function quote(text: string): string {
+  return text.length > MAX_SHOWN ? `"${text.slice(0, SHOWN_HEAD)}…" (${text.length} characters)` : `"${text}"`
 }

@@ -39,6 +39,61 @@ type Segment =
   | { readonly kind: 'range'; readonly items: readonly string[]; readonly offset: number }
 
 export function expandPattern(text: string): ExpandedPattern {
+  const { wildcard, body, segments, count, firstGroup } = parsePattern(text)
+  if (count > MAX_EXPANSION) {
+    throw new PatternError(
+      `expands to ${count} names, at most ${MAX_EXPANSION}`,
+      firstGroup,
+      'split it into several entries or use a wildcard',
+    )
+  }
+  const names: string[] = []
+  if (segments.length === 1 && segments[0]!.kind === 'text') {
+    names.push(normalizeOrThrow(body, segments, []))
+    return { wildcard, names }
+  }
+  // Odometer over the groups: the product in written order, rightmost group fastest, as a shell does.
+  const groups = segments.filter((s) => s.kind !== 'text').length
+  const pick = new Array<number>(groups).fill(0)
+  for (;;) {
+    let name = ''
+    let g = 0
+    for (const s of segments) name += s.kind === 'text' ? s.text : s.items[pick[g++]!]!
+    names.push(normalizeOrThrow(name, segments, pick))
+    let k = groups - 1
+    g = segments.length - 1
+    // Advance the odometer from the last group.
+    for (; k >= 0; k--) {
+      while (segments[g]!.kind === 'text') g--
+      const seg = segments[g--] as Exclude<Segment, { kind: 'text' }>
+      if (++pick[k]! < seg.items.length) break
+      pick[k] = 0
+    }
+    if (k < 0) break
+  }
+  return { wildcard, names }
+}
+
+/**
+ * How many names `expandPattern(text)` yields, computed without expanding (the
+ * product of the brace groups' sizes), so a caller can bound the total of many
+ * entries before paying for any of them. Throws what expandPattern throws for the
+ * text before its expansion.
+ */
+export function patternSize(text: string): number {
+  return parsePattern(text).count
+}
+
+interface ParsedPattern {
+  readonly wildcard: boolean
+  readonly body: string
+  readonly segments: readonly Segment[]
+  readonly count: number
+  /** Offset of the first brace group, where an expansion error points. */
+  readonly firstGroup: number
+}
+
+function parsePattern(text: string): ParsedPattern {
   if (text.length === 0) throw new PatternError('empty name', 0)
   let body = text
   let bodyOffset = 0
@@ -71,39 +126,7 @@ export function expandPattern(text: string): ExpandedPattern {
     if (firstGroup === -1) firstGroup = s.kind === 'list' ? s.offsets[0]! - 1 : s.offset
     count *= s.items.length
   }
-  if (count > MAX_EXPANSION) {
-    throw new PatternError(
-      `expands to ${count} names, at most ${MAX_EXPANSION}`,
-      firstGroup,
-      'split it into several entries or use a wildcard',
-    )
-  }
-
-  const names: string[] = []
-  if (segments.length === 1 && segments[0]!.kind === 'text') {
-    names.push(normalizeOrThrow(body, segments, []))
-    return { wildcard, names }
-  }
-  // Odometer over the groups: the product in written order, rightmost group fastest, as a shell does.
-  const groups = segments.filter((s) => s.kind !== 'text').length
-  const pick = new Array<number>(groups).fill(0)
-  for (;;) {
-    let name = ''
-    let g = 0
-    for (const s of segments) name += s.kind === 'text' ? s.text : s.items[pick[g++]!]!
-    names.push(normalizeOrThrow(name, segments, pick))
-    let k = groups - 1
-    g = segments.length - 1
-    // Advance the odometer from the last group.
-    for (; k >= 0; k--) {
-      while (segments[g]!.kind === 'text') g--
-      const seg = segments[g--] as Exclude<Segment, { kind: 'text' }>
-      if (++pick[k]! < seg.items.length) break
-      pick[k] = 0
-    }
-    if (k < 0) break
-  }
-  return { wildcard, names }
+  return { wildcard, body, segments, count, firstGroup }
 }
 
 function starHint(text: string, at: number): string {

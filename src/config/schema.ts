@@ -1,0 +1,101 @@
+/**
+ * egressd's configuration keys, once: each key's kind, default, bounds and meaning.
+ * The loader validates and fills defaults from it, `unknown key` hints come from its
+ * key lists, the section types in types.ts are inferred from it, and
+ * docs/configuration.md is checked against it (test/config/schema.test.ts). Adding a
+ * key means adding one line here (and the row the test then asks for in the docs).
+ */
+import { DEFAULT_REPORT_PORTS } from './groups.js'
+import { bool, cidrs, entries, enumOf, groups, hostPorts, int, name, optionalHostPort, ports, presets, section, text } from './fields.js'
+
+const MODES = ['enforce', 'report'] as const
+
+export const dnsSchema = section({
+  listen: hostPorts(['127.0.0.1:5353'], 'UDP and TCP listeners; IPv6 as "[::1]:5353"'),
+  upstreams: hostPorts([], 'upstream resolvers "ip:port", tried in order; empty: the nameservers of /etc/resolv.conf'),
+  block_response: enumOf(['nxdomain', 'refused'], 'nxdomain', 'answer to a blocked name (NODATA instead of NXDOMAIN when allowed names exist below it)'),
+  rebind_protection: bool(true, 'an allowed name answering a private address gets SERVFAIL'),
+  rebind_exempt: entries('allow', 'patterns (allow syntax) whose answers may hold private addresses'),
+  clients: cidrs(['127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'], 'source addresses served; others get REFUSED'),
+  upstream_timeout_ms: int(2000, 50, 60_000, 'per try, per upstream; then the next upstream, SERVFAIL after all'),
+  max_pending_upstream: int(4096, 1, 1_000_000, 'outstanding upstream queries; beyond it SERVFAIL at once'),
+  max_tcp_connections: int(512, 1, 1_000_000, 'client TCP connections; beyond it new ones are closed'),
+  tcp_idle_timeout_ms: int(10_000, 100, 600_000, 'a client TCP connection without a complete query for this long is closed'),
+  cache: section({
+    max_entries: int(100_000, 0, 100_000_000, 'cached answers at most'),
+    max_bytes: int(64 * 1024 * 1024, 0, 2 ** 40, 'cached answer bytes at most (64 MiB)'),
+    min_ttl: int(0, 0, 86_400, 'TTLs below it are raised to it'),
+    max_ttl: int(86_400, 0, 7 * 86_400, 'TTLs above it are lowered to it'),
+    negative_max_ttl: int(3600, 0, 86_400, 'cap for negative answers (RFC 2308: SOA minimum, bounded)'),
+  }),
+  rate_limit: section({
+    qps: int(200, 0, 10_000_000, 'token bucket per client address: refill per second; 0 turns it off'),
+    burst: int(1000, 1, 10_000_000, 'token bucket size per client address'),
+  }),
+})
+
+export const sniSchema = section({
+  listen: hostPorts(['127.0.0.1:8443'], 'TLS listeners (the redirect target of the devices\' TCP 443)'),
+  upstream_port: int(443, 1, 65535, 'port dialled on the resolved address'),
+  on_block: enumOf(['reset', 'alert'], 'reset', 'a blocked ClientHello gets a TCP reset or a TLS alert'),
+  allow_private_destinations: bool(false, 'whether an allowed name may be dialled at a private address'),
+  max_client_hello_bytes: int(16_384, 512, 65_536, 'bound on the buffered ClientHello'),
+  handshake_timeout_ms: int(10_000, 100, 300_000, 'time to deliver the whole ClientHello'),
+  connect_timeout_ms: int(5_000, 100, 120_000, 'per upstream address attempt'),
+  idle_timeout_ms: int(0, 0, 86_400_000, '0 is off: devices hold long-lived gRPC and MQTT streams'),
+  max_connections: int(16_384, 1, 1_000_000, 'concurrent proxied connections; beyond it new ones are reset'),
+  shutdown_grace_ms: int(5_000, 0, 600_000, 'on SIGTERM, how long spliced connections may finish before they are cut'),
+})
+
+export const metricsSchema = section({
+  listen: optionalHostPort('127.0.0.1:9153', 'GET /metrics, /healthz, /readyz; null turns the listener off'),
+  blocked_names_max: int(1000, 0, 1_000_000, 'names kept in egressd_blocked_total{name}; older ones fold into _other'),
+})
+
+export const firewallSchema = section({
+  nftables: section({
+    enabled: bool(false, 'write allowed answers into nftables sets (needs CAP_NET_ADMIN and the nft tool)'),
+    table: name('egressd', /^[A-Za-z][A-Za-z0-9_]{0,31}$/, 'a letter then letters, digits or _ (at most 32)', 'the inet table holding the allow sets'),
+    grace_seconds: int(60, 0, 86_400, 'an element\'s timeout is the answer\'s TTL plus this'),
+  }),
+})
+
+export const logSchema = section({
+  level: enumOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'info', 'pino log level'),
+})
+
+/** One item of `groups:`; `name` and `clients` are required (load.ts says so). */
+export const groupSchema = {
+  name: name('', /^[a-z0-9_-]{1,64}$/, '1-64 of a-z 0-9 _ -', 'required; becomes a metric label; "default" is reserved'),
+  clients: cidrs([], 'required; the client addresses of the group (the first group containing a client decides)'),
+  presets: presets('preset files whose entries the group allows'),
+  allow: entries('allow', 'the group\'s allow entries'),
+  deny: entries('deny', 'the group\'s deny entries'),
+  mode: enumOf(MODES, 'enforce', 'report: the group\'s would-be blocks pass, counted as would_block'),
+  report: entries('allow', 'names let through and counted as would_block'),
+  report_ports: ports(DEFAULT_REPORT_PORTS, 'ports opened for a name let through by mode: report without a report entry'),
+} as const
+
+/** The whole file; the top level's presets/allow/deny/mode/report are the `default` group. */
+export const configSchema = section({
+  dns: dnsSchema,
+  sni: sniSchema,
+  metrics: metricsSchema,
+  firewall: firewallSchema,
+  log: logSchema,
+  presets: presets('preset files (config/presets/NAME.yaml) whose entries are allowed'),
+  allow: entries('allow', 'names or {name, ports} mappings; ports default to [443/tcp]'),
+  deny: entries('deny', 'names blocked even where an allow entry matches'),
+  mode: enumOf(MODES, 'enforce', 'report: would-be blocks pass, counted as would_block'),
+  report: entries('allow', 'names let through and counted as would_block while trying a rule'),
+  report_ports: ports(DEFAULT_REPORT_PORTS, 'ports opened for a name let through by mode: report without a report entry'),
+  groups: groups(groupSchema, 'per-client policies, see docs/groups.md'),
+})
+
+/** A preset file, config/presets/NAME.yaml: its allow and deny lists, and where they came from. */
+export const presetFileSchema = section({
+  description: text('', 'what the preset is for'),
+  source: text('', 'the guide or document its names come from'),
+  allow: entries('allow', 'names or {name, ports} mappings'),
+  deny: entries('deny', 'names blocked even where an allow entry matches'),
+})
