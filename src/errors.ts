@@ -8,6 +8,7 @@
  * | ECONFIG | ConfigError, ConfigErrors | config/load.ts, config/yaml-reader.ts |
  * | EPATTERN | PatternError (policy/pattern.ts) | policy/pattern.ts, policy/compile.ts |
  * | ESTART | StartError (daemon/daemon.ts) | Daemon.start: a listener could not be bound |
+ * | ELISTEN | ListenError | dns/server.ts, sni/proxy.ts, metrics/server.ts: one listener's bind or listen failed |
  * | EOVERLOAD | OverloadError | dns/resolver.ts: maxPendingUpstream exchanges outstanding, nothing sent |
  * | ETIMEOUT | UpstreamTimeoutError; UpstreamFailure (one try, dns/upstream.ts) | dns/upstream.ts: every upstream timed out |
  * | EUPSTREAM | UpstreamFailure (dns/upstream.ts) | one upstream try failed (network, SERVFAIL, REFUSED, other RCODE) |
@@ -22,6 +23,7 @@ export const ERROR_CODES = [
   'ECONFIG',
   'EPATTERN',
   'ESTART',
+  'ELISTEN',
   'EOVERLOAD',
   'ETIMEOUT',
   'EUPSTREAM',
@@ -83,4 +85,47 @@ export class InvalidArgumentError extends EgressdError {
   constructor(message: string) {
     super('EINVALIDARG', message)
   }
+}
+
+/**
+ * One listener could not be bound: which service, transport and address, the system's
+ * reason (EADDRINUSE, EACCES, EADDRNOTAVAIL …) and what usually fixes it, so `egressd
+ * run` can say all of it in one line instead of a stack trace.
+ */
+export class ListenError extends EgressdError {
+  readonly reason: string
+  readonly hint: string | null
+
+  constructor(
+    readonly service: 'dns' | 'sni' | 'metrics',
+    readonly transport: 'udp' | 'tcp',
+    readonly address: string,
+    readonly port: number,
+    cause: NodeJS.ErrnoException,
+  ) {
+    const reason = cause.code ?? 'unknown'
+    const hint = listenHint(service, reason, port)
+    super('ELISTEN', `cannot listen on ${address} (${service}, ${transport}): ${REASONS[reason] ?? cause.message}` + (hint === null ? '' : `; ${hint}`))
+    this.reason = reason
+    this.hint = hint
+  }
+}
+
+const REASONS: Record<string, string> = {
+  EADDRINUSE: 'address already in use',
+  EACCES: 'permission denied',
+  EADDRNOTAVAIL: 'no interface of this host has that address',
+  EAFNOSUPPORT: 'address family not supported (IPv6 disabled?)',
+}
+
+function listenHint(service: string, reason: string, port: number): string | null {
+  if (reason === 'EADDRINUSE' && service === 'dns' && port === 53) {
+    return 'another DNS server holds port 53: systemd-resolved (set DNSStubListener=no in /etc/systemd/resolved.conf, or listen on the segment address only) or dnsmasq (stop it or set bind-interfaces); `ss -lupn sport = :53` shows which'
+  }
+  if (reason === 'EADDRINUSE') return `another process holds it; \`ss -ltupn sport = :${port}\` shows which`
+  if (reason === 'EACCES' && port < 1024) {
+    return 'ports below 1024 need root or CAP_NET_BIND_SERVICE (the shipped systemd unit grants it; for a manual run: sudo setcap cap_net_bind_service=+ep "$(command -v node)")'
+  }
+  if (reason === 'EADDRNOTAVAIL') return 'use an address the host has (`ip -brief address`), or 0.0.0.0 / [::] for all'
+  return null
 }

@@ -5,6 +5,7 @@
  * with no log line): a reload waits for the start, a stop follows it.
  */
 import { Daemon, StartError } from './daemon/daemon.js'
+import { ListenError } from './errors.js'
 import { configFailure, EXIT_FAILED, EXIT_OK } from './exit-codes.js'
 
 export async function runDaemon(file: string): Promise<number> {
@@ -42,7 +43,13 @@ export async function runDaemon(file: string): Promise<number> {
       await d.start()
     } catch (e) {
       if (!(e instanceof StartError)) throw e
-      d.log.fatal({ err: e.cause }, 'cannot bind listeners')
+      // One line an operator can act on: what, where, why and the usual fix; no stack.
+      const cause = e.cause
+      if (cause instanceof ListenError) {
+        d.log.fatal({ service: cause.service, transport: cause.transport, address: cause.address, reason: cause.reason, hint: cause.hint }, cause.message)
+      } else {
+        d.log.fatal({ reason: (cause as { code?: string })?.code ?? null }, e.message)
+      }
       return EXIT_FAILED
     }
     if (reloadWanted) void d.reload()

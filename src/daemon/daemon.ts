@@ -10,7 +10,7 @@
  * end; reload requests that arrive during a reload are folded into one more reload.
  */
 import { collectDefaultMetrics, Registry } from 'prom-client'
-import { ConfigErrors, EgressdError } from '../errors.js'
+import { ConfigErrors, EgressdError, ListenError } from '../errors.js'
 import { loadConfig, type LoadOptions } from '../config/load.js'
 import { formatHostPort } from '../net/host-port.js'
 import { createLogger, type Logger } from '../log/logger.js'
@@ -32,10 +32,10 @@ export interface DaemonOptions {
 
 export type ReloadResult = { ok: true; rules: number } | { ok: false; errors: string[] }
 
-/** A listener could not be bound; everything already started has been stopped again. */
+/** A component could not start (a listener, the firewall sink); everything already started has been stopped again. */
 export class StartError extends EgressdError {
   constructor(override readonly cause: unknown) {
-    super('ESTART', `cannot bind listeners: ${(cause as Error)?.message ?? String(cause)}`)
+    super('ESTART', cause instanceof ListenError ? cause.message : `cannot start: ${(cause as Error)?.message ?? String(cause)}`)
   }
 }
 

@@ -1,6 +1,7 @@
 import dgram from 'node:dgram'
 import net, { type AddressInfo } from 'node:net'
-import type { HostPort } from '../net/host-port.js'
+import { ListenError } from '../errors.js'
+import { formatHostPort, type HostPort } from '../net/host-port.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { QueryHandler } from './handler.js'
@@ -70,7 +71,7 @@ export class DnsServer {
             await this.bindTcp({ ...hp, port: udp.address().port })
             break
           } catch (err) {
-            if (attempt >= 20 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err
+            if (attempt >= 20 || !(err instanceof ListenError) || err.reason !== 'EADDRINUSE') throw err
             this.udp.pop()
             this.boundAddresses.udp.pop()
             await new Promise<void>((resolve) => udp.close(() => resolve()))
@@ -94,9 +95,9 @@ export class DnsServer {
         lookup: ((address: string, _opts: unknown, cb: (err: null, address: string, family: number) => void) => cb(null, address, family)) as never,
       })
       // A socket whose bind failed still holds a handle (and keeps the process alive).
-      const failed = (err: Error): void => {
+      const failed = (err: NodeJS.ErrnoException): void => {
         sock.close()
-        reject(err)
+        reject(new ListenError('dns', 'udp', formatHostPort(hp), hp.port, err))
       }
       sock.once('error', failed)
       sock.bind(hp.port, hp.host, () => {
@@ -165,9 +166,10 @@ export class DnsServer {
   private bindTcp(hp: HostPort): Promise<void> {
     return new Promise((resolve, reject) => {
       const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.accept(sock))
-      server.once('error', reject)
+      const failed = (err: NodeJS.ErrnoException): void => reject(new ListenError('dns', 'tcp', formatHostPort(hp), hp.port, err))
+      server.once('error', failed)
       server.listen({ host: hp.host, port: hp.port, ipv6Only: hp.family === 6, backlog: 511 }, () => {
-        server.off('error', reject)
+        server.off('error', failed)
         server.on('error', (err) => this.log.error({ err }, 'dns tcp listener error'))
         this.tcp.push(server)
         this.boundAddresses.tcp.push(server.address() as AddressInfo)

@@ -1,7 +1,8 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
-import type { HostPort } from '../net/host-port.js'
+import { ListenError } from '../errors.js'
+import { formatHostPort, type HostPort } from '../net/host-port.js'
 
 /**
  * GET /metrics (Prometheus text), /healthz (the process answers), /readyz (200 once
@@ -44,9 +45,10 @@ export class MetricsServer {
     server.requestTimeout = 10_000
     this.server = server
     return new Promise((resolve, reject) => {
-      server.once('error', reject)
+      const failed = (err: NodeJS.ErrnoException): void => reject(new ListenError('metrics', 'tcp', formatHostPort(this.listen), this.listen.port, err))
+      server.once('error', failed)
       server.listen({ host: this.listen.host, port: this.listen.port }, () => {
-        server.off('error', reject)
+        server.off('error', failed)
         resolve()
       })
     })

@@ -21,6 +21,8 @@ import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
 import { PROTO_SNI, type GroupDecisions } from '../metrics/group-decisions.js'
 import { Decision, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK, type Decider } from '../policy/decide.js'
+import { ListenError } from '../errors.js'
+import { formatHostPort } from '../net/host-port.js'
 import { isPrivateIp } from '../net/private-ranges.js'
 import { ClientHelloReader, type HelloReason } from './client-hello.js'
 import { Dialer, interleave, KEEPALIVE_DELAY_MS, SPLICE_HIGH_WATER_MARK } from './dial.js'
@@ -104,9 +106,10 @@ export class SniProxy {
         // `[::]` beside `0.0.0.0` on the same port would collide unless v6-only.
         const ipv6Only = hp.family === 6 && listen.some((o) => o.family === 4 && o.port === hp.port)
         await new Promise<void>((resolve, reject) => {
-          server.once('error', reject)
+          const failed = (err: NodeJS.ErrnoException): void => reject(new ListenError('sni', 'tcp', formatHostPort(hp), hp.port, err))
+          server.once('error', failed)
           server.listen({ host: hp.host, port: hp.port, ipv6Only }, () => {
-            server.removeListener('error', reject)
+            server.removeListener('error', failed)
             resolve()
           })
         })

@@ -114,6 +114,31 @@ t.test('a listener that cannot be bound: exit 1 with a fatal line', async (t) =>
     '',
   ].join('\n'))
   t.equal(await d.exited, 1)
-  t.ok(d.logs.some((l) => l.level === 'fatal' && /cannot bind/.test(l.msg)), 'fatal line logged')
+  const fatal = d.logs.filter((l) => l.level === 'fatal')
+  t.equal(fatal.length, 1, 'one fatal line')
+  t.match(fatal[0], {
+    msg: new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${taken} \\(sni, tcp\\): address already in use; another process holds it`),
+    service: 'sni', transport: 'tcp', address: `127.0.0.1:${taken}`, reason: 'EADDRINUSE',
+  })
+  t.notOk(JSON.stringify(fatal[0]).includes('stack'), 'no stack trace')
+  t.equal(d.stderr(), '', 'nothing on stderr')
   t.notOk(d.logs.some((l) => l.msg === 'ready'))
+})
+
+t.test('port 53 taken: the hint names systemd-resolved and dnsmasq', async (t) => {
+  // Binding port 53 needs root or CAP_NET_BIND_SERVICE; an unprivileged run shows the EACCES hint instead.
+  const d = startDaemon('dns: { listen: ["127.0.0.2:53"], upstreams: ["127.0.0.1:9"] }\nsni: { listen: [] }\n')
+  const blocker = await new Promise<import('node:dgram').Socket | null>((resolve) => {
+    void import('node:dgram').then(({ createSocket }) => {
+      const u = createSocket('udp4')
+      u.once('error', () => resolve(null))
+      u.bind(53, '127.0.0.2', () => resolve(u))
+    })
+  })
+  await d.stop()
+  if (blocker === null) return t.skip('cannot bind 127.0.0.2:53 here (not root): the port-53 hint needs the port held by someone')
+  t.teardown(() => blocker.close())
+  const again = startDaemon('dns: { listen: ["127.0.0.2:53"], upstreams: ["127.0.0.1:9"] }\nsni: { listen: [] }\n')
+  t.equal(await again.exited, 1)
+  t.match(again.logs.find((l) => l.level === 'fatal'), { reason: 'EADDRINUSE', hint: /systemd-resolved.*dnsmasq/ })
 })

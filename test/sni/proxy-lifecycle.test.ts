@@ -212,7 +212,7 @@ t.test('start rejects when a listen address is taken, and closes what it opened'
     sniPolicy(makeConfig({ listen: [{ host: '127.0.0.1', port: 0, family: 4 }, { host: '127.0.0.1', port, family: 4 }] }), makePolicy([])),
     { log: (await import('pino')).pino({ level: 'silent' }), registry, blocked: new BlockedNames(registry, 1), resolver },
   )
-  await t.rejects(proxy.start(), { code: 'EADDRINUSE' })
+  await t.rejects(proxy.start(), { code: 'ELISTEN', reason: 'EADDRINUSE', service: 'sni', address: `127.0.0.1:${port}` })
   t.same(proxy.boundAddresses, [], 'the first listener was closed again')
   await first.stop()
   taken.close()
