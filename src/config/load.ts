@@ -55,6 +55,8 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
   const dnsKeys = r.map(top.get('dns'), 'dns', [
     'listen', 'upstreams', 'block_response', 'rebind_protection', 'rebind_exempt', 'clients',
     'upstream_timeout_ms', 'max_pending_upstream', 'max_tcp_connections', 'tcp_idle_timeout_ms', 'cache', 'rate_limit',
+    // issue 17 hardening keys
+    'max_udp_payload',
   ])
   const cacheKeys = r.map(dnsKeys.get('cache'), 'dns.cache', ['max_entries', 'max_bytes', 'min_ttl', 'max_ttl', 'negative_max_ttl'])
   const rateKeys = r.map(dnsKeys.get('rate_limit'), 'dns.rate_limit', ['qps', 'burst'])
@@ -110,6 +112,8 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
         qps: r.int(rateKeys.get('qps'), 'dns.rate_limit.qps', 200, 0, 10_000_000),
         burst: r.int(rateKeys.get('burst'), 'dns.rate_limit.burst', 1000, 1, 10_000_000),
       },
+      // issue 17 hardening keys
+      maxUdpPayload: r.int(dnsKeys.get('max_udp_payload'), 'dns.max_udp_payload', 1232, 512, 4096),
     },
     sni: {
       listen: hostPorts(r, sniKeys.get('listen'), 'sni.listen', ['127.0.0.1:8443']),

@@ -40,6 +40,8 @@ export interface DnsConfig {
   }
   /** Token bucket per client address; `qps: 0` disables it. */
   readonly rateLimit: { readonly qps: number; readonly burst: number }
+  /** `dns.max_udp_payload`: EDNS UDP size advertised and honoured at most (512–4096, default 1232). */
+  readonly maxUdpPayload: number
 }
 
 export interface SniConfig {

@@ -110,6 +110,7 @@ export class QueryHandler {
     private readonly decisions: GroupDecisions | null = null,
   ) {
     this.state = new State(policy, null)
+    this.info.maxUdpSize = policy.settings.maxUdpPayload
     this.feed = sink === undefined ? null : new AnswerFeed(sink, (err, name) => {
       this.metrics.sinkErrors.inc(0)
       if (this.eventLog.allow()) this.log.error({ err, name }, 'firewall sink failed; answer sent anyway')
@@ -118,6 +119,7 @@ export class QueryHandler {
 
   update(policy: DnsPolicy): void {
     this.state = new State(policy, this.state)
+    this.info.maxUdpSize = policy.settings.maxUdpPayload
   }
 
   /** Lines the per-event limiters held back since the last call (the daemon may log the sum). */
@@ -248,6 +250,7 @@ export class QueryHandler {
     }
     const elapsed = Math.floor((this.resolver.now() - entry.storedAt) / 1000)
     const reply = renderAnswer(entry.wire, entry.ttlOffsets, entry.ttls, q, info, elapsed, viaTcp ? 65_535 : info.udpSize)
+    if (reply.length < entry.wire.length) m.truncated.inc(0)
     m.response(entry.rcode)
     const feed = this.feed
     if (feed === null || entry.rcode !== RCODE_NOERROR) return reply

@@ -48,6 +48,8 @@ export class DnsMetrics {
   readonly sinkErrors: FastCounter<never>
   readonly tcpRejected: FastCounter<never>
   readonly tcpClosed: FastCounter<(typeof TCP_CLOSES)[number]>
+  /** UDP answers cut to header + question (TC) because they exceeded the client's capped payload size. */
+  readonly truncated: FastCounter<never>
 
   constructor(registry: Registry, sources: DnsGaugeSources) {
     this.queries = new FastCounter(registry, 'egressd_dns_queries_total', 'DNS queries by verdict.', 'verdict', VERDICTS)
@@ -82,6 +84,13 @@ export class DnsMetrics {
     this.sinkErrors = new FastCounter(registry, 'egressd_dns_sink_errors_total', 'Firewall sink calls that failed (the answer was sent anyway).', null, [])
     this.tcpRejected = new FastCounter(registry, 'egressd_dns_tcp_rejected_total', 'TCP connections closed at accept: maxTcpConnections reached.', null, [])
     this.tcpClosed = new FastCounter(registry, 'egressd_dns_tcp_closed_total', 'TCP connections closed by egressd, by reason.', 'reason', TCP_CLOSES)
+    this.truncated = new FastCounter(
+      registry,
+      'egressd_dns_truncated_total',
+      'UDP answers sent with TC: larger than the client\'s EDNS size, itself capped at dns.max_udp_payload.',
+      null,
+      [],
+    )
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({
         name,

@@ -66,8 +66,17 @@ export class QueryInfo {
   qtype = 0
   qclass = 0
   hasOpt = false
-  /** The client's advertised UDP payload size, at least 512. */
+  /**
+   * The most a UDP answer may be: the client's advertised EDNS payload size, at least
+   * 512, at most `maxUdpSize`.
+   */
   udpSize = 512
+  /**
+   * `dns.max_udp_payload`: the size our OPT advertises to clients and the cap on what
+   * we honour of theirs, so a 50-byte query cannot draw a 60 KB datagram (amplification).
+   * Set by the handler on reload; parseQuery never writes it.
+   */
+  maxUdpSize = OUR_UDP_SIZE
   dnssecOk = false
   checkingDisabled = false
   authenticData = false
@@ -123,7 +132,7 @@ export function parseQuery(buf: Uint8Array, len: number, q: QueryInfo): number {
       if (q.hasOpt || off !== rr + 1) return PARSE_FORMERR // two OPTs, or a non-root owner
       q.hasOpt = true
       const size = (buf[off + 2]! << 8) | buf[off + 3]!
-      q.udpSize = size < 512 ? 512 : size
+      q.udpSize = size < 512 ? 512 : size > q.maxUdpSize ? q.maxUdpSize : size
       q.dnssecOk = (buf[off + 6]! & 0x80) !== 0
     }
     off += 10 + rdlen
@@ -254,15 +263,22 @@ export function optLength(ede: number, text: Uint8Array | null): number {
   return OPT_LEN + (ede > 0 ? 6 + (text === null ? 0 : text.length) : 0)
 }
 
-/** Writes our OPT RR at `off` (size 1232, version 0, DO as given, EDE when ede > 0); returns the end offset. */
-export function writeOpt(out: Uint8Array, off: number, dnssecOk: boolean, ede: number, text: Uint8Array | null): number {
+/** Writes our OPT RR at `off` (advertising `udpSize`, version 0, DO as given, EDE when ede > 0); returns the end offset. */
+export function writeOpt(
+  out: Uint8Array,
+  off: number,
+  dnssecOk: boolean,
+  ede: number,
+  text: Uint8Array | null,
+  udpSize: number = OUR_UDP_SIZE,
+): number {
   const textLen = text === null ? 0 : text.length
   const rdlen = ede > 0 ? 6 + textLen : 0
   out[off] = 0
   out[off + 1] = 0
   out[off + 2] = TYPE_OPT
-  out[off + 3] = OUR_UDP_SIZE >> 8
-  out[off + 4] = OUR_UDP_SIZE & 0xff
+  out[off + 3] = udpSize >> 8
+  out[off + 4] = udpSize & 0xff
   out[off + 5] = 0 // extended RCODE
   out[off + 6] = 0 // version
   out[off + 7] = dnssecOk ? 0x80 : 0
@@ -309,7 +325,7 @@ export function buildReply(q: Uint8Array, info: QueryInfo, rcode: number, ede: n
   out[2] = 0x80 | (q[2]! & 0x01)
   out[3] = 0x80 | (q[3]! & 0x10) | rcode
   setCounts(out, 0, info.hasOpt)
-  if (info.hasOpt) writeOpt(out, end, info.dnssecOk, ede, text)
+  if (info.hasOpt) writeOpt(out, end, info.dnssecOk, ede, text, info.maxUdpSize)
   return out
 }
 
@@ -347,7 +363,7 @@ export function buildAnyReply(q: Uint8Array, info: QueryInfo): Buffer {
   out.writeUInt16BE(HINFO_RDATA.length, off + 8)
   HINFO_RDATA.copy(out, off + 10)
   off += 10 + HINFO_RDATA.length
-  if (info.hasOpt) writeOpt(out, off, info.dnssecOk, 0, null)
+  if (info.hasOpt) writeOpt(out, off, info.dnssecOk, 0, null, info.maxUdpSize)
   return out
 }
 
@@ -515,7 +531,7 @@ export function renderAnswer(
     out[p + 3] = aged & 0xff
   }
   if (opt > 0) {
-    writeOpt(out, wire.length, info.dnssecOk, 0, null)
+    writeOpt(out, wire.length, info.dnssecOk, 0, null, info.maxUdpSize)
     const ar = ((out[10]! << 8) | out[11]!) + 1
     out[10] = ar >> 8
     out[11] = ar & 0xff
@@ -530,7 +546,7 @@ function buildTruncated(wire: Uint8Array, q: Uint8Array, info: QueryInfo): Buffe
   out[2] = (wire[2]! & 0xf9) | 0x02 // the upstream's flags, AA/TC replaced by TC
   out[3] = wire[3]!
   setCounts(out, 0, info.hasOpt)
-  if (info.hasOpt) writeOpt(out, end, info.dnssecOk, 0, null)
+  if (info.hasOpt) writeOpt(out, end, info.dnssecOk, 0, null, info.maxUdpSize)
   return out
 }
 

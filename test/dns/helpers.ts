@@ -56,6 +56,7 @@ export function makeConfig(dns: DnsOverrides = {}, policy: readonly PolicyEntry[
     maxPendingUpstream: 1000,
     maxTcpConnections: 64,
     tcpIdleTimeoutMs: 2000,
+    maxUdpPayload: 1232,
     ...dns,
     cache: { maxEntries: 10_000, maxBytes: 8 << 20, minTtl: 0, maxTtl: 86_400, negativeMaxTtl: 300, ...dns.cache },
     rateLimit: { qps: 0, burst: 0, ...dns.rateLimit },
