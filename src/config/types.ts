@@ -42,6 +42,11 @@ export interface DnsConfig {
   readonly rateLimit: { readonly qps: number; readonly burst: number }
   /** `dns.max_udp_payload`: EDNS UDP size advertised and honoured at most (512–4096, default 1232). */
   readonly maxUdpPayload: number
+  /**
+   * `dns.outside_clients`: sources outside `clients` get REFUSED (EDE 18, no text) at
+   * most `refusedQps` a second in all, the rest nothing; `answer: drop` answers none.
+   */
+  readonly outsideClients: { readonly answer: 'refused' | 'drop'; readonly refusedQps: number }
 }
 
 export interface SniConfig {

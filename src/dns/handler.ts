@@ -47,7 +47,6 @@ export interface DnsPolicy {
 
 const TEXT_BLOCKED = Buffer.from('egressd: not on allowlist')
 const TEXT_REBIND = Buffer.from('egressd: private address in answer')
-const TEXT_PROHIBITED = Buffer.from('egressd: client not allowed')
 
 const TYPE_NAMES: Record<number, string> = {
   1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 13: 'HINFO', 15: 'MX', 16: 'TXT', 28: 'AAAA',
@@ -62,6 +61,8 @@ function typeName(t: number): string {
 class State {
   readonly acl: ClientAcl
   readonly limiter: RateLimiter | null
+  /** One bucket shared by every source outside `dns.clients`; null with `answer: drop`. */
+  readonly outside: RateLimiter | null
   readonly settings: DnsConfig
   readonly decider: Decider
   readonly exempt: Policy | null
@@ -75,6 +76,10 @@ class State {
     const old = previous?.limiter
     this.limiter =
       rl.qps <= 0 ? null : old && old.qps === rl.qps && old.burst === rl.burst ? old : new RateLimiter(rl.qps, rl.burst)
+    const oc = policy.settings.outsideClients
+    const oldOutside = previous?.outside
+    this.outside =
+      oc.answer === 'drop' ? null : oldOutside && oldOutside.qps === oc.refusedQps ? oldOutside : new RateLimiter(oc.refusedQps, oc.refusedQps, 1)
   }
 }
 
@@ -139,9 +144,15 @@ export class QueryHandler {
     }
     if (!st.acl.allows(client)) {
       m.queries.inc(m.refused)
-      if (parsed !== 0) return null // garbage from outside the ACL earns no answer at all
+      // Sources outside the ACL may be spoofed: one shared bucket bounds what egressd
+      // reflects to all of them together, and the EDE carries no text (a few bytes less
+      // per reflected datagram). Garbage from outside earns no answer at all.
+      if (parsed !== 0 || st.outside === null || !st.outside.take('')) {
+        m.dropped.incLabel('outside_clients')
+        return null
+      }
       m.response(RCODE_REFUSED)
-      return buildReply(q, info, RCODE_REFUSED, EDE_PROHIBITED, TEXT_PROHIBITED)
+      return buildReply(q, info, RCODE_REFUSED, EDE_PROHIBITED, null)
     }
     if (parsed === PARSE_FORMERR || parsed === PARSE_NOTIMP) {
       m.queries.inc(m.malformed)

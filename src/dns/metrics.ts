@@ -10,7 +10,8 @@ export const RCODES = ['noerror', 'formerr', 'servfail', 'nxdomain', 'notimp', '
 export const UPSTREAM_ERRORS = ['timeout', 'servfail', 'refused', 'rcode', 'network', 'mismatch', 'malformed', 'tcp', 'truncated'] as const
 export type UpstreamError = (typeof UPSTREAM_ERRORS)[number]
 
-export const DROPS = ['short', 'response', 'rate_limited', 'send_error', 'internal_error'] as const
+/** outside_clients: a query from outside `dns.clients` over the shared REFUSED budget, malformed, or `answer: drop`. */
+export const DROPS = ['short', 'response', 'rate_limited', 'send_error', 'internal_error', 'outside_clients'] as const
 export const TCP_CLOSES = ['idle', 'garbage', 'limit', 'error'] as const
 
 /** Live values the gauges read at scrape time. */
