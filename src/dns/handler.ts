@@ -15,8 +15,10 @@ import { RateLimiter } from './rate-limiter.js'
 import { Resolver } from './resolver.js'
 import {
   buildAnyReply,
+  buildBadvers,
   buildHeaderReply,
   buildReply,
+  CLASS_IN,
   EDE_BLOCKED,
   EDE_FILTERED,
   EDE_NO_REACHABLE_AUTHORITY,
@@ -27,6 +29,7 @@ import {
   PARSE_NOTIMP,
   qnameText,
   QueryInfo,
+  RCODE_BADVERS,
   RCODE_FORMERR,
   RCODE_NOERROR,
   RCODE_NOTIMP,
@@ -35,6 +38,8 @@ import {
   RCODE_SERVFAIL,
   renderAnswer,
   TYPE_ANY,
+  TYPE_AXFR,
+  TYPE_IXFR,
 } from './wire.js'
 
 /** What the DNS side takes of a compiled configuration: its own settings, the decision, the rebinding exemptions. */
@@ -172,6 +177,10 @@ export class QueryHandler {
       m.response(RCODE_REFUSED)
       return buildReply(q, info, RCODE_REFUSED, 0, null)
     }
+    // One branch on the hot path for what a forwarder must not pass on (see protocolRefusal).
+    if (info.qclass !== CLASS_IN || info.ednsVersion !== 0 || info.qtype === TYPE_AXFR || info.qtype === TYPE_IXFR) {
+      return this.protocolRefusal(q, info)
+    }
     const d = st.decider.decideWire(client, q, 12, this.decision)
     if (d.verdict === VERDICT_ALLOWED) {
       m.queries.inc(m.allowed)
@@ -209,6 +218,26 @@ export class QueryHandler {
         return buildReply(q, kept, RCODE_SERVFAIL, err.code === 'ETIMEOUT' ? EDE_NO_REACHABLE_AUTHORITY : 0, null)
       },
     )
+  }
+
+  /**
+   * Queries answered without a decision or an upstream: EDNS version > 0 gets BADVERS
+   * (RFC 6891); classes other than IN (CH, HS, NONE, ANY, 0: the policy and the
+   * upstreams speak IN only, and `version.bind CH TXT` is nobody's business) and zone
+   * transfers (AXFR/IXFR, over UDP or TCP: a forwarder has no zones) get REFUSED. Counted
+   * as refused queries and in `egressd_dns_protocol_refused_total{reason}`.
+   */
+  private protocolRefusal(q: Buffer, info: QueryInfo): Buffer {
+    const m = this.metrics
+    m.queries.inc(m.refused)
+    if (info.ednsVersion !== 0) {
+      m.protocolRefused.incLabel('badvers')
+      m.response(RCODE_BADVERS)
+      return buildBadvers(q, info)
+    }
+    m.protocolRefused.incLabel(info.qclass !== CLASS_IN ? 'class' : 'xfr')
+    m.response(RCODE_REFUSED)
+    return buildReply(q, info, RCODE_REFUSED, 0, null)
   }
 
   private block(q: Buffer, info: QueryInfo, client: string, d: Decision): Buffer {

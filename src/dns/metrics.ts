@@ -51,6 +51,8 @@ export class DnsMetrics {
   readonly tcpClosed: FastCounter<(typeof TCP_CLOSES)[number]>
   /** UDP answers cut to header + question (TC) because they exceeded the client's capped payload size. */
   readonly truncated: FastCounter<never>
+  /** Queries answered REFUSED or BADVERS without a decision: another class, a zone transfer, EDNS version > 0. */
+  readonly protocolRefused: FastCounter<'class' | 'xfr' | 'badvers'>
 
   constructor(registry: Registry, sources: DnsGaugeSources) {
     this.queries = new FastCounter(registry, 'egressd_dns_queries_total', 'DNS queries by verdict.', 'verdict', VERDICTS)
@@ -91,6 +93,13 @@ export class DnsMetrics {
       'UDP answers sent with TC: larger than the client\'s EDNS size, itself capped at dns.max_udp_payload.',
       null,
       [],
+    )
+    this.protocolRefused = new FastCounter(
+      registry,
+      'egressd_dns_protocol_refused_total',
+      'Queries never forwarded: class other than IN or zone transfer (REFUSED), EDNS version > 0 (BADVERS).',
+      'reason',
+      ['class', 'xfr', 'badvers'] as const,
     )
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({

@@ -22,7 +22,14 @@ export const TYPE_HINFO = 13
 export const TYPE_TXT = 16
 export const TYPE_AAAA = 28
 export const TYPE_OPT = 41
+export const TYPE_PTR = 12
+export const TYPE_MX = 15
+export const TYPE_SRV = 33
+export const TYPE_DNAME = 39
+export const TYPE_SVCB = 64
 export const TYPE_HTTPS = 65
+export const TYPE_IXFR = 251
+export const TYPE_AXFR = 252
 export const TYPE_ANY = 255
 export const CLASS_IN = 1
 
@@ -32,6 +39,8 @@ export const RCODE_SERVFAIL = 2
 export const RCODE_NXDOMAIN = 3
 export const RCODE_NOTIMP = 4
 export const RCODE_REFUSED = 5
+/** RFC 6891: extended RCODE 16, carried as 1 in the OPT's upper RCODE byte with header RCODE 0. */
+export const RCODE_BADVERS = 16
 
 /** RFC 8914 Extended DNS Error INFO-CODEs we emit. */
 export const EDE_BLOCKED = 15
@@ -78,6 +87,8 @@ export class QueryInfo {
    */
   maxUdpSize = OUR_UDP_SIZE
   dnssecOk = false
+  /** The OPT's EDNS VERSION (0 without an OPT); anything else is answered BADVERS. */
+  ednsVersion = 0
   checkingDisabled = false
   authenticData = false
 }
@@ -119,6 +130,7 @@ export function parseQuery(buf: Uint8Array, len: number, q: QueryInfo): number {
   q.hasOpt = false
   q.udpSize = 512
   q.dnssecOk = false
+  q.ednsVersion = 0
   q.checkingDisabled = (buf[3]! & 0x10) !== 0
   q.authenticData = (buf[3]! & 0x20) !== 0
   for (let i = 0; i < ar; i++) {
@@ -134,6 +146,7 @@ export function parseQuery(buf: Uint8Array, len: number, q: QueryInfo): number {
       const size = (buf[off + 2]! << 8) | buf[off + 3]!
       q.udpSize = size < 512 ? 512 : size > q.maxUdpSize ? q.maxUdpSize : size
       q.dnssecOk = (buf[off + 6]! & 0x80) !== 0
+      q.ednsVersion = buf[off + 5]!
     }
     off += 10 + rdlen
   }
@@ -148,6 +161,38 @@ export function skipName(buf: Uint8Array, off: number, end: number): number {
     if (l === 0) return off + 1
     if ((l & 0xc0) === 0xc0) return off + 2 <= end ? off + 2 : -1
     if (l > 63) return -1
+    off += l + 1
+  }
+}
+
+/**
+ * Offset just past the name at `off` (its in-place part must end by `limit`), or -1
+ * when the name is malformed anywhere along its compression pointers: every pointer
+ * must point strictly before itself (RFC 1035 §4.1.4: to a prior occurrence), so a loop
+ * cannot exist and the walk ends in at most `len` steps; labels ≤ 63, the whole name ≤ 255
+ * bytes, every byte inside the message of `len` bytes. For upstream answers (miss path):
+ * a name that the client would have to decode through a loop is never relayed.
+ */
+export function checkName(buf: Uint8Array, off: number, limit: number, len: number): number {
+  let end = -1
+  let total = 0
+  let bound = limit
+  for (;;) {
+    if (off >= bound) return -1
+    const l = buf[off]!
+    if (l === 0) return end < 0 ? off + 1 : end
+    if ((l & 0xc0) === 0xc0) {
+      if (off + 2 > bound) return -1
+      const target = ((l & 0x3f) << 8) | buf[off + 1]!
+      if (target >= off) return -1
+      if (end < 0) end = off + 2
+      off = target
+      bound = len
+      continue
+    }
+    if (l > 63) return -1
+    total += l + 1
+    if (total > 254) return -1
     off += l + 1
   }
 }
@@ -340,6 +385,17 @@ export function buildHeaderReply(q: Uint8Array, rcode: number): Buffer {
   return out
 }
 
+/**
+ * BADVERS (RFC 6891 §6.1.3) to a query with EDNS version > 0: header and question
+ * copied, header RCODE 0, and our OPT (version 0, the version we do speak) carrying the
+ * upper RCODE bits (16 >> 4 = 1).
+ */
+export function buildBadvers(q: Uint8Array, info: QueryInfo): Buffer {
+  const out = buildReply(q, info, RCODE_BADVERS & 0x0f, 0, null)
+  out[info.questionEnd + 5] = RCODE_BADVERS >> 4
+  return out
+}
+
 const HINFO_RDATA = Buffer.from('\x07RFC8482\x00', 'latin1')
 
 /**
@@ -448,7 +504,7 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
   const total = an + ns + ar
   for (let i = 0; i < total; i++) {
     const rr = off
-    off = skipName(buf, off, len)
+    off = checkName(buf, off, len, len)
     if (off < 0 || off + 10 > len) return null
     const type = (buf[off]! << 8) | buf[off + 1]!
     const ttlOff = off + 4
@@ -456,6 +512,7 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
     const rdata = off + 10
     off = rdata + rdlen
     if (off > len) return null
+    if (!rdataNamesValid(buf, type, rdata, off, len)) return null
     if (type === TYPE_OPT) {
       if (i < an + ns || scan.optStart >= 0) return null
       scan.optStart = rr
@@ -482,6 +539,35 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
     }
   }
   return scan
+}
+
+/**
+ * The domain names inside the RDATA of the types that carry them compressed or that a
+ * client follows (CNAME, DNAME, NS, PTR, MX, SRV, SOA, SVCB/HTTPS target): each must be
+ * well formed per `checkName` and end exactly where the RDATA says.
+ */
+function rdataNamesValid(buf: Uint8Array, type: number, rdata: number, end: number, len: number): boolean {
+  switch (type) {
+    case TYPE_CNAME:
+    case TYPE_DNAME:
+    case TYPE_NS:
+    case TYPE_PTR:
+      return checkName(buf, rdata, end, len) === end
+    case TYPE_MX:
+      return checkName(buf, rdata + 2, end, len) === end
+    case TYPE_SRV:
+      return checkName(buf, rdata + 6, end, len) === end
+    case TYPE_SOA: {
+      const rname = checkName(buf, rdata, end, len)
+      const serial = rname < 0 ? -1 : checkName(buf, rname, end, len)
+      return serial >= 0 && serial + 20 === end
+    }
+    case TYPE_SVCB:
+    case TYPE_HTTPS:
+      return checkName(buf, rdata + 2, end, len) >= 0
+    default:
+      return true
+  }
 }
 
 /**

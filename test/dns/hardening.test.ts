@@ -15,6 +15,8 @@ import {
   STANDARD_POLICY,
   standardZone,
   startService,
+  dig,
+  hasTool,
   tcpClient,
   udpExchange,
   type Zone,
@@ -31,6 +33,9 @@ const zone: Zone = async (q) => {
   }
   return standardZone(q)
 }
+
+const noDig = (await hasTool('dig')) ? false : 'dig not installed'
+const noKdig = (await hasTool('kdig')) ? false : 'kdig not installed'
 
 const up = await fakeUpstream(zone)
 t.teardown(() => up.close())
@@ -105,4 +110,98 @@ t.test('item 4: dns.outside_clients.answer: drop answers nothing at all', async 
   t.equal(replies.length, 0)
   t.equal(await metric(r0.registry, 'egressd_dns_dropped_total', 'reason="outside_clients"'), 5)
   t.equal(await metric(r0.registry, 'egressd_dns_queries_total', 'verdict="refused"'), 5)
+})
+
+/** A query with its QCLASS replaced (dns-packet only knows the named classes). */
+function classQuery(name: string, type: string, qclass: number, edns = true): Buffer {
+  const q = query(name, type, { edns })
+  const at = 12 + name.length + 2 + 2
+  q.writeUInt16BE(qclass, at)
+  return q
+}
+
+const rcodeOf = (reply: Buffer) => reply[3]! & 0x0f
+
+t.test('item 12: allowed names in classes other than IN are refused, never forwarded', async (t) => {
+  for (const [label, qclass] of [['CH', 3], ['HS', 4], ['NONE', 254], ['ANY', 255], ['0', 0]] as const) {
+    const name = `class${qclass}.allowed.example`
+    const reply = (await udpExchange(port, classQuery(name, 'TXT', qclass)))!
+    t.equal(rcodeOf(reply), 5, `${label}: REFUSED`)
+    t.equal(reply.readUInt16BE(6), 0, `${label}: no answer`)
+    t.equal(up.queries.filter((q) => q.name.toLowerCase() === name).length, 0, `${label}: not forwarded`)
+  }
+  t.equal(await metric(s.registry, 'egressd_dns_protocol_refused_total', 'reason="class"'), 5)
+})
+
+t.test('item 12: EDNS version 1 gets BADVERS (extended RCODE 16 in our version-0 OPT)', async (t) => {
+  const q = query('badvers.allowed.example', 'A', { edns: true })
+  q[q.length - 5] = 1 // the OPT's VERSION byte (an OPT without options is the last 11 bytes)
+  const reply = (await udpExchange(port, q))!
+  t.equal(rcodeOf(reply), 0, 'header RCODE 0 …')
+  const optAt = 12 + 'badvers.allowed.example'.length + 2 + 4
+  t.equal(reply.readUInt16BE(10), 1, 'one additional: the OPT')
+  t.equal(reply.readUInt16BE(optAt + 1), 41)
+  t.equal(reply[optAt + 5], 1, '… and 1 in the OPT upper RCODE byte: BADVERS (16)')
+  t.equal(reply[optAt + 6], 0, 'our OPT says version 0')
+  t.equal(up.queries.filter((u) => u.name.toLowerCase() === 'badvers.allowed.example').length, 0, 'not forwarded')
+  t.equal(await metric(s.registry, 'egressd_dns_protocol_refused_total', 'reason="badvers"'), 1)
+})
+
+t.test('item 12: AXFR and IXFR are refused over UDP and TCP, never forwarded', async (t) => {
+  for (const type of ['AXFR', 'IXFR']) {
+    const reply = (await udpExchange(port, query('allowed.example', type)))!
+    t.equal(rcodeOf(reply), 5, `${type} over UDP: REFUSED`)
+    const tcp = await tcpClient(port)
+    tcp.send(query('allowed.example', type))
+    const viaTcp = (await tcp.next())!
+    tcp.sock.destroy()
+    t.equal(rcodeOf(viaTcp), 5, `${type} over TCP: REFUSED`)
+  }
+  t.equal(up.queries.filter((u) => u.name === 'allowed.example' && !['A', 'AAAA', 'TXT'].includes(u.type)).length, 0)
+  t.equal(await metric(s.registry, 'egressd_dns_protocol_refused_total', 'reason="xfr"'), 4)
+})
+
+/** An upstream answer with one A record whose owner (or CNAME target) is a compression pointer to itself. */
+function loopAnswer(id: number, name: string, where: 'owner' | 'cname'): Buffer {
+  const qname = Buffer.concat([...name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])])
+  const header = Buffer.alloc(12)
+  header.writeUInt16BE(id, 0)
+  header.writeUInt16BE(0x8180, 2)
+  header.writeUInt16BE(1, 4)
+  header.writeUInt16BE(1, 6)
+  const question = Buffer.concat([qname, Buffer.from([0, 1, 0, 1])])
+  const rrAt = 12 + question.length
+  if (where === 'owner') {
+    const rr = Buffer.from([0xc0 | (rrAt >> 8), rrAt & 0xff, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 93, 184, 216, 34])
+    return Buffer.concat([header, question, rr])
+  }
+  const rdataAt = rrAt + 2 + 10
+  const rr = Buffer.from([0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xc0 | (rdataAt >> 8), rdataAt & 0xff])
+  return Buffer.concat([header, question, rr])
+}
+
+t.test('item 12: an upstream answer with a compression loop is dropped as malformed, never relayed', async (t) => {
+  const loopUp = await fakeUpstream((q) => loopAnswer(q.id, q.name, q.name.startsWith('owner') ? 'owner' : 'cname'))
+  t.teardown(() => loopUp.close())
+  const r0 = await startService(makeConfig({ upstreams: [loopUp.hostPort] }, STANDARD_POLICY))
+  t.teardown(() => r0.close())
+  for (const name of ['owner.allowed.example', 'cname.allowed.example']) {
+    const reply = (await udpExchange(r0.port, query(name, 'A')))!
+    t.equal(rcodeOf(reply), 2, `${name}: SERVFAIL`)
+    t.equal(reply.readUInt16BE(6), 0, `${name}: nothing relayed`)
+  }
+  t.ok(await metric(r0.registry, 'egressd_dns_upstream_errors_total', 'reason="malformed"') >= 2, 'counted as malformed')
+})
+
+t.test('item 12: dig sees REFUSED for CH and BADVERS for EDNS version 1', { skip: noDig }, async (t) => {
+  const ch = await dig('dig', port, ['version.allowed.example', 'CH', 'TXT'])
+  t.equal(ch.status, 'REFUSED')
+  const v1 = await dig('dig', port, ['+edns=1', '+noednsneg', 'allowed.example', 'A'])
+  t.equal(v1.status, 'BADVERS')
+  t.equal(up.queries.filter((u) => u.name.toLowerCase() === 'version.allowed.example').length, 0)
+})
+
+t.test('item 12: kdig sees REFUSED for CH', { skip: noKdig }, async (t) => {
+  const ch = await dig('kdig', port, ['version.allowed.example', 'CH', 'TXT'])
+  t.equal(ch.status, 'REFUSED')
 })
