@@ -149,6 +149,8 @@ export class Resolver {
       // answer[off - 1] is the low byte of RDLENGTH: 4 (A) or 16 (AAAA).
       if (isPrivateAddress(answer, off, answer[off - 1] === 16 ? 16 : 4)) hasPrivate = true
     }
+    const other = scan.otherAddresses
+    for (let i = 0; i < other.length; i += 2) if (isPrivateAddress(answer, other[i]!, other[i + 1] === 16 ? 16 : 4)) hasPrivate = true
     const entry: StoredAnswer = {
       wire,
       ttlOffsets: Uint16Array.from(scan.ttlOffsets),

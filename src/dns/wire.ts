@@ -473,6 +473,12 @@ export interface AnswerScan {
   ttlOffsets: number[]
   /** Offsets of A (4-byte) and AAAA (16-byte) rdata in the answer section. */
   addressOffsets: number[]
+  /**
+   * Every other address the answer carries, as (offset, length 4 | 16) pairs: A/AAAA in
+   * the authority and additional sections, and SVCB/HTTPS ipv4hint/ipv6hint values in
+   * any section. A client may connect to any of them, so rebinding protection counts them.
+   */
+  otherAddresses: number[]
 }
 
 /**
@@ -500,6 +506,7 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
     keptEnd: off,
     ttlOffsets: [],
     addressOffsets: [],
+    otherAddresses: [],
   }
   const total = an + ns + ar
   for (let i = 0; i < total; i++) {
@@ -526,9 +533,13 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
     let ttl = ((buf[ttlOff]! << 24) | (buf[ttlOff + 1]! << 16) | (buf[ttlOff + 2]! << 8) | buf[ttlOff + 3]!) >>> 0
     if (ttl > 0x7fffffff) ttl = 0 // RFC 2181 §8
     if (i < an + ns && (scan.minTtl < 0 || ttl < scan.minTtl)) scan.minTtl = ttl
-    if (i < an) {
-      if ((type === TYPE_A && rdlen === 4) || (type === TYPE_AAAA && rdlen === 16)) scan.addressOffsets.push(rdata)
-    } else if (i < an + ns && type === TYPE_SOA) {
+    if ((type === TYPE_A && rdlen === 4) || (type === TYPE_AAAA && rdlen === 16)) {
+      if (i < an) scan.addressOffsets.push(rdata)
+      else scan.otherAddresses.push(rdata, rdlen)
+    } else if ((type === TYPE_SVCB || type === TYPE_HTTPS) && !svcHints(buf, rdata, off, len, scan.otherAddresses)) {
+      return null
+    }
+    if (i >= an && i < an + ns && type === TYPE_SOA) {
       let p = skipName(buf, rdata, off)
       if (p >= 0) p = skipName(buf, p, off)
       if (p >= 0 && p + 20 <= off) {
@@ -568,6 +579,34 @@ function rdataNamesValid(buf: Uint8Array, type: number, rdata: number, end: numb
     default:
       return true
   }
+}
+
+const SVC_IPV4HINT = 4
+const SVC_IPV6HINT = 6
+
+/**
+ * Appends the ipv4hint/ipv6hint addresses of SVCB/HTTPS RDATA [rdata, end) to `out` as
+ * (offset, length) pairs (RFC 9460 §2.2: priority, uncompressed target, then SvcParams
+ * of key, length, value). False when the params run past the RDATA or a hint's length
+ * is not a whole number of addresses: a malformed answer.
+ */
+function svcHints(buf: Uint8Array, rdata: number, end: number, len: number, out: number[]): boolean {
+  let p = checkName(buf, rdata + 2, end, len)
+  if (p < 0) return false
+  while (p < end) {
+    if (p + 4 > end) return false
+    const key = (buf[p]! << 8) | buf[p + 1]!
+    const vlen = (buf[p + 2]! << 8) | buf[p + 3]!
+    p += 4
+    if (p + vlen > end) return false
+    const size = key === SVC_IPV4HINT ? 4 : key === SVC_IPV6HINT ? 16 : 0
+    if (size > 0) {
+      if (vlen === 0 || vlen % size !== 0) return false
+      for (let a = p; a < p + vlen; a += size) out.push(a, size)
+    }
+    p += vlen
+  }
+  return true
 }
 
 /**

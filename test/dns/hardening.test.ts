@@ -205,3 +205,49 @@ t.test('item 12: kdig sees REFUSED for CH', { skip: noKdig }, async (t) => {
   const ch = await dig('kdig', port, ['version.allowed.example', 'CH', 'TXT'])
   t.equal(ch.status, 'REFUSED')
 })
+
+/** HTTPS rdata: priority 1, target ".", alpn "h2", then the given hint params. */
+function httpsRdata(hints: { v4?: string[]; v6?: string[] }): Buffer {
+  const parts = [Buffer.from('0001' + '00' + '0001000302' + '6832', 'hex')]
+  if (hints.v4) {
+    const v = Buffer.concat(hints.v4.map((a) => Buffer.from(a.split('.').map(Number))))
+    parts.push(Buffer.from([0, 4, v.length >> 8, v.length & 0xff]), v)
+  }
+  if (hints.v6) {
+    const v = Buffer.concat(hints.v6.map((a) => dnsPacket.aaaa.encode(a).subarray(2)))
+    parts.push(Buffer.from([0, 6, v.length >> 8, v.length & 0xff]), v)
+  }
+  return Buffer.concat(parts)
+}
+
+t.test('item 2: rebinding protection sees additional A/AAAA and HTTPS/SVCB address hints', async (t) => {
+  const rr = (type: string, name: string, data: unknown) => ({ type, name, ttl: 300, data }) as dnsPacket.Answer
+  const hintUp = await fakeUpstream((q) => {
+    const name = q.name.toLowerCase()
+    if (name === 'glue.allowed.example')
+      return { answers: [rr('A', q.name, '93.184.216.34')], additionals: [rr('A', 'ns.allowed.example', '192.168.1.1')] }
+    if (name === 'glue6.allowed.example')
+      return { answers: [rr('A', q.name, '93.184.216.34')], authorities: [rr('AAAA', 'ns.allowed.example', 'fd00::1')] }
+    if (name === 'hint4.allowed.example') return { answers: [rr('UNKNOWN_65', q.name, httpsRdata({ v4: ['93.184.216.34', '10.0.0.1'] }))] }
+    if (name === 'hint6.allowed.example') return { answers: [rr('UNKNOWN_65', q.name, httpsRdata({ v6: ['::1'] }))] }
+    if (name === 'public.allowed.example')
+      return { answers: [rr('UNKNOWN_65', q.name, httpsRdata({ v4: ['93.184.216.34'], v6: ['2606:2800:220:1::1'] }))] }
+    return { flags: 3, answers: [] }
+  })
+  t.teardown(() => hintUp.close())
+  const r0 = await startService(makeConfig({ upstreams: [hintUp.hostPort] }, STANDARD_POLICY))
+  t.teardown(() => r0.close())
+  for (const [name, type] of [['glue', 'A'], ['glue6', 'A'], ['hint4', 'HTTPS'], ['hint6', 'HTTPS']] as const) {
+    const q = query(`${name}.allowed.example`, type === 'HTTPS' ? 'A' : type, { edns: true })
+    if (type === 'HTTPS') q.writeUInt16BE(65, q.length - 11 - 4)
+    const reply = (await udpExchange(r0.port, q))!
+    t.equal(rcodeOf(reply), 2, `${name}: SERVFAIL`)
+    t.same(edes(reply).map((e) => e.code), [17], `${name}: EDE 17 Filtered`)
+  }
+  const q = query('public.allowed.example', 'A', { edns: true })
+  q.writeUInt16BE(65, q.length - 11 - 4)
+  const ok = (await udpExchange(r0.port, q))!
+  t.equal(rcodeOf(ok), 0, 'public hints pass')
+  t.equal(ok.readUInt16BE(6), 1)
+  t.equal(await metric(r0.registry, 'egressd_dns_rebind_blocked_total'), 4)
+})
