@@ -12,6 +12,8 @@
  * by a hop counter (compression pointers), so hostile input costs O(length).
  */
 
+import { isPlainNameByte, labelText } from './name-text.js'
+
 export const HEADER_LEN = 12
 
 export const TYPE_A = 1
@@ -198,8 +200,9 @@ export function checkName(buf: Uint8Array, off: number, limit: number, len: numb
 }
 
 /**
- * The name at `off` as lowercase dotted text (no trailing dot; "" for the root),
- * following compression pointers; null when malformed. Off the hot path only.
+ * The name at `off` as lowercase dotted text (no trailing dot; "" for the root), label
+ * bytes outside the alphabet escaped `\DDD` (name-text.ts), following compression
+ * pointers; null when malformed. Off the hot path only.
  */
 export function readName(buf: Uint8Array, off: number, end: number): string | null {
   let out = ''
@@ -217,12 +220,7 @@ export function readName(buf: Uint8Array, off: number, end: number): string | nu
     if (l > 63 || off + 1 + l > end) return null
     total += l + 1
     if (total > 255) return null
-    let label = ''
-    for (let i = off + 1; i <= off + l; i++) {
-      let c = buf[i]!
-      if (c >= 0x41 && c <= 0x5a) c |= 0x20
-      label += String.fromCharCode(c)
-    }
+    const label = labelText(buf, off + 1, off + 1 + l)
     out = out.length === 0 ? label : out + '.' + label
     off += l + 1
   }
@@ -230,8 +228,10 @@ export function readName(buf: Uint8Array, off: number, end: number): string | nu
 
 /**
  * The QNAME at offset 12 as lowercase dotted text, written through `scratch` (≥ 256
- * bytes) so it costs one string. Bytes that are not printable stay as they are: the
- * text is for logs and metric labels, and the policy already blocked such names.
+ * bytes) so it costs one string. A byte outside the label alphabet (a `.` inside a
+ * label, NUL, newline …) sends it down the escaping path (`\DDD`, name-text.ts): the
+ * text goes to logs, metric labels and `suggest`, where `x.allowed.test` as one label
+ * must never read as the allowed name.
  */
 export function qnameText(buf: Uint8Array, qnameEnd: number, scratch: Buffer): string {
   let n = 0
@@ -242,11 +242,22 @@ export function qnameText(buf: Uint8Array, qnameEnd: number, scratch: Buffer): s
     if (n > 0) scratch[n++] = 0x2e
     for (let i = off + 1; i <= off + l; i++) {
       const c = buf[i]!
+      if (!isPlainNameByte(c)) return escapedQname(buf, last)
       scratch[n++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c
     }
     off += l + 1
   }
   return n === 0 ? '.' : scratch.toString('latin1', 0, n)
+}
+
+function escapedQname(buf: Uint8Array, last: number): string {
+  let out = ''
+  for (let off = HEADER_LEN; off < last; ) {
+    const l = buf[off]!
+    out += (out.length > 0 ? '.' : '') + labelText(buf, off + 1, off + 1 + l)
+    off += l + 1
+  }
+  return out
 }
 
 /** Encodes a dotted name (one trailing dot ignored) as wire labels; null when it is not a valid name. */

@@ -27,7 +27,7 @@ export interface DecisionEvent {
   readonly protocol: DecisionProtocol
   /** The device's address as the socket reported it; null when the socket had already gone. */
   readonly client: string | null
-  /** The queried name or the hello's SNI, escaped where bytes fall outside the label alphabet; null when the hello had none. */
+  /** The queried name or the hello's SNI, bytes outside the label alphabet escaped `\DDD` (src/dns/name-text.ts); null when the hello had none. */
   readonly name: string | null
   /** DNS only: the query type (`A`, `AAAA`, `TYPE65534`). */
   readonly type?: string

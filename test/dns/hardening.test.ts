@@ -5,6 +5,8 @@
 import t from 'tap'
 import dgram from 'node:dgram'
 import dnsPacket from 'dns-packet'
+import { Observations } from '../../src/suggest/observe.js'
+import { render } from '../../src/suggest/render.js'
 import {
   cidr,
   decode,
@@ -206,7 +208,7 @@ t.test('item 12: kdig sees REFUSED for CH', { skip: noKdig }, async (t) => {
   t.equal(ch.status, 'REFUSED')
 })
 
-/** HTTPS rdata: priority 1, target ".", alpn "h2", then the given hint params. */
+/** HTTPS rdata: priority 1, target ".", alpn "h2", then the given hint params (IPv6 as 32 hex digits). */
 function httpsRdata(hints: { v4?: string[]; v6?: string[] }): Buffer {
   const parts = [Buffer.from('0001' + '00' + '0001000302' + '6832', 'hex')]
   if (hints.v4) {
@@ -214,7 +216,7 @@ function httpsRdata(hints: { v4?: string[]; v6?: string[] }): Buffer {
     parts.push(Buffer.from([0, 4, v.length >> 8, v.length & 0xff]), v)
   }
   if (hints.v6) {
-    const v = Buffer.concat(hints.v6.map((a) => dnsPacket.aaaa.encode(a).subarray(2)))
+    const v = Buffer.concat(hints.v6.map((hex) => Buffer.from(hex, 'hex')))
     parts.push(Buffer.from([0, 6, v.length >> 8, v.length & 0xff]), v)
   }
   return Buffer.concat(parts)
@@ -229,9 +231,9 @@ t.test('item 2: rebinding protection sees additional A/AAAA and HTTPS/SVCB addre
     if (name === 'glue6.allowed.example')
       return { answers: [rr('A', q.name, '93.184.216.34')], authorities: [rr('AAAA', 'ns.allowed.example', 'fd00::1')] }
     if (name === 'hint4.allowed.example') return { answers: [rr('UNKNOWN_65', q.name, httpsRdata({ v4: ['93.184.216.34', '10.0.0.1'] }))] }
-    if (name === 'hint6.allowed.example') return { answers: [rr('UNKNOWN_65', q.name, httpsRdata({ v6: ['::1'] }))] }
+    if (name === 'hint6.allowed.example') return { answers: [rr('UNKNOWN_65', q.name, httpsRdata({ v6: ['00000000000000000000000000000001'] }))] }
     if (name === 'public.allowed.example')
-      return { answers: [rr('UNKNOWN_65', q.name, httpsRdata({ v4: ['93.184.216.34'], v6: ['2606:2800:220:1::1'] }))] }
+      return { answers: [rr('UNKNOWN_65', q.name, httpsRdata({ v4: ['93.184.216.34'], v6: ['26062800022000010000000000000001'] }))] }
     return { flags: 3, answers: [] }
   })
   t.teardown(() => hintUp.close())
@@ -250,4 +252,38 @@ t.test('item 2: rebinding protection sees additional A/AAAA and HTTPS/SVCB addre
   t.equal(rcodeOf(ok), 0, 'public hints pass')
   t.equal(ok.readUInt16BE(6), 1)
   t.equal(await metric(r0.registry, 'egressd_dns_rebind_blocked_total'), 4)
+})
+
+/** A query whose QNAME is the given labels exactly (a label may hold dots, NUL, newline). */
+function labelsQuery(labels: string[], type = 1): Buffer {
+  const name = Buffer.concat([...labels.map((l) => Buffer.concat([Buffer.from([Buffer.byteLength(l, 'latin1')]), Buffer.from(l, 'latin1')])), Buffer.from([0])])
+  const header = Buffer.from([0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0])
+  return Buffer.concat([header, name, Buffer.from([0, type, 0, 1])])
+}
+
+t.test('item 13: a label holding dots, NUL or newline is escaped \\DDD in logs, metrics and suggest input', async (t) => {
+  const r0 = await startService(makeConfig({ upstreams: [up.hostPort] }, STANDARD_POLICY))
+  t.teardown(() => r0.close())
+  const cases: [string[], string][] = [
+    [['x.allowed', 'example'], 'x\\046allowed.example'],
+    [['x.allowed.example'], 'x\\046allowed\\046example'],
+    [['a\0b', 'allowed', 'example'], 'a\\000b.allowed.example'],
+    [['a\nb', 'allowed', 'example'], 'a\\010b.allowed.example'],
+    [['A\\b', 'allowed', 'example'], 'a\\092b.allowed.example'],
+  ]
+  for (const [labels, shown] of cases) {
+    const reply = (await udpExchange(r0.port, labelsQuery(labels)))!
+    t.equal(rcodeOf(reply), 3, `${JSON.stringify(labels)}: blocked (NXDOMAIN)`)
+    const line = r0.logs.filter((l) => l.verdict === 'blocked').at(-1)!
+    t.equal(line.name, shown, `logged as ${shown}`)
+  }
+  t.notOk(r0.logs.some((l) => l.name === 'x.allowed.example'), 'never logged as the allowed name')
+  const text = await r0.registry.metrics()
+  t.match(text, 'name="x\\\\046allowed.example"', 'the metric label is escaped too')
+  t.notOk(text.includes('name="x.allowed.example"'))
+  const obs = new Observations()
+  for (const l of r0.logs) obs.add(JSON.stringify(l))
+  const yaml = render(obs, { threshold: 5, input: 'test' })
+  t.notMatch(yaml, /x\.allowed\.example/, 'suggest never proposes the one-label name')
+  t.notMatch(yaml, /allowed\.example/, 'nor anything made of it')
 })
