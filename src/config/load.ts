@@ -56,7 +56,7 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
     'listen', 'upstreams', 'block_response', 'rebind_protection', 'rebind_exempt', 'clients',
     'upstream_timeout_ms', 'max_pending_upstream', 'max_tcp_connections', 'tcp_idle_timeout_ms', 'cache', 'rate_limit',
     // issue 17 hardening keys
-    'max_udp_payload', 'outside_clients',
+    'max_udp_payload', 'outside_clients', 'cname_targets',
   ])
   const outsideKeys = r.map(dnsKeys.get('outside_clients'), 'dns.outside_clients', ['answer', 'refused_qps'])
   const cacheKeys = r.map(dnsKeys.get('cache'), 'dns.cache', ['max_entries', 'max_bytes', 'min_ttl', 'max_ttl', 'negative_max_ttl'])
@@ -115,6 +115,7 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
       },
       // issue 17 hardening keys
       maxUdpPayload: r.int(dnsKeys.get('max_udp_payload'), 'dns.max_udp_payload', 1232, 512, 4096),
+      cnameTargets: r.oneOf(dnsKeys.get('cname_targets'), 'dns.cname_targets', ['follow_policy', 'allow_any'], 'follow_policy'),
       outsideClients: {
         answer: r.oneOf(outsideKeys.get('answer'), 'dns.outside_clients.answer', ['refused', 'drop'], 'refused'),
         refusedQps: r.int(outsideKeys.get('refused_qps'), 'dns.outside_clients.refused_qps', 10, 1, 100_000),

@@ -47,6 +47,12 @@ export interface DnsConfig {
    * most `refusedQps` a second in all, the rest nothing; `answer: drop` answers none.
    */
   readonly outsideClients: { readonly answer: 'refused' | 'drop'; readonly refusedQps: number }
+  /**
+   * `dns.cname_targets`: `follow_policy` (default): every CNAME/DNAME target in an
+   * answer's chain must be allowed for the client, else the query is blocked and the SNI
+   * proxy refuses; `allow_any`: an allowed name may alias anything.
+   */
+  readonly cnameTargets: 'follow_policy' | 'allow_any'
 }
 
 export interface SniConfig {

@@ -4,13 +4,14 @@ import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
 import { PROTO_DNS, type GroupDecisions } from '../metrics/group-decisions.js'
-import { Decision, VERDICT_ALLOWED, VERDICT_WOULD_BLOCK, type Decider } from '../policy/decide.js'
+import { Decision, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK, type Decider } from '../policy/decide.js'
 import type { Policy } from '../policy/match.js'
 import type { Rule } from '../policy/types.js'
 import { AnswerFeed, type AllowedAnswer, type AllowedAnswerSink } from './answer-sink.js'
 import type { StoredAnswer } from './cache.js'
 import { ClientAcl } from './client-acl.js'
 import type { DnsMetrics } from './metrics.js'
+import { wireNameText } from './name-text.js'
 import { RateLimiter } from './rate-limiter.js'
 import { Resolver } from './resolver.js'
 import {
@@ -104,6 +105,8 @@ export class QueryHandler {
   /** Reused by every synchronous step; a cache miss copies what it keeps. */
   private readonly info = new QueryInfo()
   private readonly decision = new Decision()
+  /** For the alias targets of an answer (the query's own decision is still being used). */
+  private readonly aliasDecision = new Decision()
   private readonly nameScratch = Buffer.allocUnsafe(256)
   private readonly feed: AnswerFeed | null
   private readonly blockLog = new LogLimiter(100)
@@ -276,6 +279,13 @@ export class QueryHandler {
     fresh: boolean,
   ): Buffer | Promise<Buffer> {
     const m = this.metrics
+    const aliases = entry.aliases
+    if (aliases !== undefined && aliases.length > 0 && st.settings.cnameTargets === 'follow_policy') {
+      for (const target of aliases) {
+        const d = st.decider.decideWire(client, target, 0, this.aliasDecision)
+        if (d.verdict === VERDICT_BLOCKED) return this.cnameBlocked(q, info, st, client, target, d)
+      }
+    }
     if (entry.hasPrivate && st.settings.rebindProtection && !this.exempt(st, q)) {
       m.rebindBlocked.inc(0)
       m.response(RCODE_SERVFAIL)
@@ -297,6 +307,30 @@ export class QueryHandler {
     const answer = (): AllowedAnswer => this.allowedAnswer(q, info, rule, client, entry, elapsed)
     const wait = fresh ? feed.fresh(entry, answer) : feed.hit(entry, elapsed, answer)
     return wait === null ? reply : wait.then(() => reply)
+  }
+
+  /**
+   * An allowed name whose answer aliases a name the client may not reach: answered as a
+   * block (NXDOMAIN, or REFUSED with `block_response: refused`; EDE 15 naming the
+   * target), never given to the firewall sink, logged with reason `cname_blocked`.
+   */
+  private cnameBlocked(q: Buffer, info: QueryInfo, st: State, client: string, target: Buffer, d: Decision): Buffer {
+    const m = this.metrics
+    m.cnameBlocked.inc(0)
+    const rcode = st.settings.blockResponse === 'refused' ? RCODE_REFUSED : RCODE_NXDOMAIN
+    m.response(rcode)
+    const text = wireNameText(target)
+    // Bounded so the reply stays well under any UDP size: 60 + 200 bytes of text.
+    const shown = text.length > 200 ? text.slice(0, 200) + '…' : text
+    const reply = buildReply(q, info, rcode, EDE_BLOCKED, Buffer.from(`egressd: CNAME target ${shown} not on allowlist`))
+    this.blocked.record('dns', text)
+    if (this.blockLog.allow()) {
+      writeDecision(this.log, {
+        protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype),
+        verdict: 'blocked', rule: d.rule?.pattern ?? null, reason: 'cname_blocked', group: d.group.name, mode: d.group.mode, cname: text,
+      })
+    }
+    return reply
   }
 
   private exempt(st: State, q: Buffer): boolean {

@@ -51,6 +51,8 @@ export class DnsMetrics {
   readonly tcpClosed: FastCounter<(typeof TCP_CLOSES)[number]>
   /** UDP answers cut to header + question (TC) because they exceeded the client's capped payload size. */
   readonly truncated: FastCounter<never>
+  /** Allowed names answered as blocked because a CNAME/DNAME target in their answer is not allowed. */
+  readonly cnameBlocked: FastCounter<never>
   /** Queries answered REFUSED or BADVERS without a decision: another class, a zone transfer, EDNS version > 0. */
   readonly protocolRefused: FastCounter<'class' | 'xfr' | 'badvers'>
 
@@ -91,6 +93,13 @@ export class DnsMetrics {
       registry,
       'egressd_dns_truncated_total',
       'UDP answers sent with TC: larger than the client\'s EDNS size, itself capped at dns.max_udp_payload.',
+      null,
+      [],
+    )
+    this.cnameBlocked = new FastCounter(
+      registry,
+      'egressd_dns_cname_blocked_total',
+      'Allowed names answered as blocked: a CNAME/DNAME target in the answer is not allowed (dns.cname_targets: follow_policy).',
       null,
       [],
     )

@@ -36,3 +36,12 @@ export function labelText(buf: Uint8Array, start: number, end: number): string {
   }
   return out
 }
+
+/** The text of an uncompressed wire name (labels escaped, no trailing dot; "." for the root). */
+export function wireNameText(name: Uint8Array): string {
+  let out = ''
+  for (let off = 0; off < name.length && name[off] !== 0; off += name[off]! + 1) {
+    out += (out.length > 0 ? '.' : '') + labelText(name, off + 1, off + 1 + name[off]!)
+  }
+  return out.length === 0 ? '.' : out
+}

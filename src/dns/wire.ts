@@ -490,6 +490,8 @@ export interface AnswerScan {
    * any section. A client may connect to any of them, so rebinding protection counts them.
    */
   otherAddresses: number[]
+  /** The answer section holds a CNAME or DNAME (its chain is then checked against the policy). */
+  hasAlias: boolean
 }
 
 /**
@@ -518,6 +520,7 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
     ttlOffsets: [],
     addressOffsets: [],
     otherAddresses: [],
+    hasAlias: false,
   }
   const total = an + ns + ar
   for (let i = 0; i < total; i++) {
@@ -544,6 +547,7 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
     let ttl = ((buf[ttlOff]! << 24) | (buf[ttlOff + 1]! << 16) | (buf[ttlOff + 2]! << 8) | buf[ttlOff + 3]!) >>> 0
     if (ttl > 0x7fffffff) ttl = 0 // RFC 2181 §8
     if (i < an + ns && (scan.minTtl < 0 || ttl < scan.minTtl)) scan.minTtl = ttl
+    if (i < an && (type === TYPE_CNAME || type === TYPE_DNAME)) scan.hasAlias = true
     if ((type === TYPE_A && rdlen === 4) || (type === TYPE_AAAA && rdlen === 16)) {
       if (i < an) scan.addressOffsets.push(rdata)
       else scan.otherAddresses.push(rdata, rdlen)

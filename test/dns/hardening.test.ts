@@ -30,6 +30,14 @@ const HUGE_TXT = 220
 const zone: Zone = async (q) => {
   const name = q.name.toLowerCase()
   const rr = (type: string, data: unknown, ttl = 300, owner = q.name) => ({ type, name: owner, ttl, data }) as dnsPacket.Answer
+  if (name === 'cnameout.allowed.example' || name === 'cnameout2.allowed.example')
+    return { answers: [rr('CNAME', 'tracker.blocked.example', 100), rr('A', '93.184.216.99', 50, 'tracker.blocked.example')] }
+  if (name === 'cnamedeny.allowed.example')
+    return { answers: [rr('CNAME', 'denied.allowed.example', 100), rr('A', '93.184.216.98', 50, 'denied.allowed.example')] }
+  if (name === 'cnameonly-out.allowed.example') return { answers: [rr('CNAME', 'tracker.blocked.example', 100)] }
+  if (name === 'tracker.blocked.example') return { answers: [rr('A', '127.0.0.1', 50)] }
+  if (name === 'x.dname.allowed.example')
+    return { answers: [{ type: 'DNAME', name: 'dname.allowed.example', ttl: 100, data: 'blocked.example' } as dnsPacket.Answer, rr('A', '93.184.216.97', 50, 'x.blocked.example')] }
   if (name === 'huge.allowed.example' && q.type === 'TXT') {
     return { answers: Array.from({ length: HUGE_TXT }, (_, i) => rr('TXT', [String(i).padStart(4, '0') + 'x'.repeat(236)], 60)) }
   }
@@ -41,7 +49,10 @@ const noKdig = (await hasTool('kdig')) ? false : 'kdig not installed'
 
 const up = await fakeUpstream(zone)
 t.teardown(() => up.close())
-const s = await startService(makeConfig({ upstreams: [up.hostPort] }, STANDARD_POLICY))
+const sinkNames: string[] = []
+const s = await startService(makeConfig({ upstreams: [up.hostPort] }, STANDARD_POLICY), {
+  onAllowedAnswer: async ({ name }) => void sinkNames.push(name),
+})
 t.teardown(() => s.close())
 const port = s.port
 
@@ -286,4 +297,63 @@ t.test('item 13: a label holding dots, NUL or newline is escaped \\DDD in logs, 
   const yaml = render(obs, { threshold: 5, input: 'test' })
   t.notMatch(yaml, /x\.allowed\.example/, 'suggest never proposes the one-label name')
   t.notMatch(yaml, /allowed\.example/, 'nor anything made of it')
+})
+
+t.test('item 1: an allowed name whose CNAME chain reaches a name not allowed is blocked', async (t) => {
+  for (const [name, target, why] of [
+    ['cnameout.allowed.example', 'tracker.blocked.example', 'not on the allowlist'],
+    ['cnamedeny.allowed.example', 'denied.allowed.example', 'denied'],
+    ['x.dname.allowed.example', 'x.blocked.example', 'DNAME substitution, no synthesized CNAME'],
+  ] as const) {
+    for (const pass of ['miss', 'hit']) {
+      const reply = (await udpExchange(port, query(name, 'A', { edns: true })))!
+      t.equal(rcodeOf(reply), 3, `${name} (${why}, ${pass}): NXDOMAIN`)
+      t.equal(reply.readUInt16BE(6), 0, 'no records relayed')
+      t.same(edes(reply), [{ code: 15, text: `egressd: CNAME target ${target} not on allowlist` }], 'EDE 15 names the target')
+    }
+    const line = s.logs.filter((l) => l.reason === 'cname_blocked' && l.name === name).at(-1)
+    t.match(line, { verdict: 'blocked', reason: 'cname_blocked', cname: target, protocol: 'dns' })
+  }
+  t.notOk(sinkNames.some((n) => n.startsWith('cname') || n.includes('dname')), 'nothing given to the firewall sink')
+  t.equal(await metric(s.registry, 'egressd_dns_cname_blocked_total'), 6)
+  const obs = new Observations()
+  for (const l of s.logs) obs.add(JSON.stringify(l))
+  const yaml = render(obs, { threshold: 5, input: 'test' })
+  t.match(yaml, 'tracker.blocked.example', 'suggest proposes the target, the name to decide on')
+  t.notMatch(yaml, 'denied.allowed.example', 'never a denied one')
+})
+
+t.test('item 1: block_response refused and cname_targets allow_any', async (t) => {
+  const refused = await startService(makeConfig({ upstreams: [up.hostPort], blockResponse: 'refused' }, STANDARD_POLICY))
+  t.teardown(() => refused.close())
+  t.equal(rcodeOf((await udpExchange(refused.port, query('cnameout2.allowed.example', 'A')))!), 5, 'REFUSED')
+  const any = await startService(makeConfig({ upstreams: [up.hostPort], cnameTargets: 'allow_any' }, STANDARD_POLICY))
+  t.teardown(() => any.close())
+  const ok = decode((await udpExchange(any.port, query('cnameout2.allowed.example', 'A')))!)
+  t.equal((ok as { rcode?: string }).rcode, 'NOERROR', 'allow_any: relayed as before')
+  t.equal(ok.answers!.length, 2)
+})
+
+t.test('item 1: the SNI proxy never dials a CNAME target the policy refuses', async (t) => {
+  const { startProxy } = await import('../sni/harness.js')
+  const { buildClientHello } = await import('../helpers/client-hello-builder.js')
+  const net = await import('node:net')
+  const before = up.queries.filter((q) => q.name.toLowerCase() === 'tracker.blocked.example').length
+  const p = await startProxy({ allow: ['*.allowed.example'], resolver: s.svc.resolver })
+  t.teardown(() => p.stop())
+  for (const name of ['cnameout.allowed.example', 'cnameonly-out.allowed.example', 'cnameout.allowed.example']) {
+    const sock = net.connect(p.port, '127.0.0.1')
+    sock.on('error', () => {})
+    sock.write(buildClientHello({ sni: name }))
+    await new Promise((r) => sock.on('close', r))
+    const line = p.logs.filter((l) => l.name === name).at(-1)
+    t.match(line, { verdict: 'blocked', reason: 'cname_blocked', cname: 'tracker.blocked.example' }, `${name}: refused, not dialled`)
+  }
+  t.equal(await p.metric('egressd_sni_connections_total{verdict="blocked"}'), 3)
+  t.equal(await p.metric('egressd_sni_connections_total{verdict="upstream_error"}'), 0)
+  t.equal(
+    up.queries.filter((q) => q.name.toLowerCase() === 'tracker.blocked.example').length,
+    before,
+    'the refused target is never resolved by egressd itself',
+  )
 })

@@ -58,6 +58,7 @@ export function makeConfig(dns: DnsOverrides = {}, policy: readonly PolicyEntry[
     tcpIdleTimeoutMs: 2000,
     maxUdpPayload: 1232,
     outsideClients: { answer: 'refused', refusedQps: 10 },
+    cnameTargets: 'follow_policy',
     ...dns,
     cache: { maxEntries: 10_000, maxBytes: 8 << 20, minTtl: 0, maxTtl: 86_400, negativeMaxTtl: 300, ...dns.cache },
     rateLimit: { qps: 0, burst: 0, ...dns.rateLimit },
@@ -383,7 +384,8 @@ export const standardZone: Zone = async (q) => {
 }
 
 export const STANDARD_POLICY: PolicyEntry[] = [
-  ...allow('allowed.example', '*.allowed.example', 'api.vendor.example'),
+  // target.elsewhere.example: the CNAME target of cname.allowed.example; alias targets must be allowed too.
+  ...allow('allowed.example', '*.allowed.example', 'api.vendor.example', 'target.elsewhere.example'),
   ...deny('denied.allowed.example'),
 ]
 

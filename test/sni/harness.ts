@@ -34,6 +34,7 @@ export function makeConfig(sni: Partial<SniConfig> = {}): Config {
       rateLimit: { qps: 0, burst: 0 },
       maxUdpPayload: 1232,
       outsideClients: { answer: 'refused', refusedQps: 10 },
+      cnameTargets: 'follow_policy',
     },
     sni: {
       listen: [{ host: '127.0.0.1', port: 0, family: 4 }],
