@@ -16,6 +16,7 @@
  * | ENXDOMAIN | EgressdError | dns/resolver.ts lookup: no such name |
  * | EBADNAME | EgressdError | dns/resolver.ts lookup: not a valid DNS name |
  * | EMALFORMED | EgressdError | dns/resolver.ts: an upstream answer that cannot be scanned |
+ * | ECNAME | CnameBlockedError (dns/resolver.ts) | dns/resolver.ts lookup: an alias target the caller's policy refuses |
  * | ENFT | NftError (firewall/nft-runner.ts) | the nft command failed |
  * | EINVALIDARG | InvalidArgumentError | a caller broke a function's contract (a bug, not bad input) |
  */
@@ -31,6 +32,7 @@ export const ERROR_CODES = [
   'ENXDOMAIN',
   'EBADNAME',
   'EMALFORMED',
+  'ECNAME',
   'ENFT',
   'EINVALIDARG',
 ] as const

@@ -32,6 +32,12 @@ export const dnsSchema = section({
     qps: int(200, 0, 10_000_000, 'token bucket per client address: refill per second; 0 turns it off'),
     burst: int(1000, 1, 10_000_000, 'token bucket size per client address'),
   }),
+  max_udp_payload: int(1232, 512, 4096, 'EDNS UDP payload advertised and honoured at most (DNS Flag Day 2020); larger answers get TC over UDP'),
+  cname_targets: enumOf(['follow_policy', 'allow_any'], 'follow_policy', 'follow_policy: every CNAME/DNAME target in an answer must be allowed for the client too, else the query is answered as blocked (EDE 15 naming the target), nothing reaches the firewall and the SNI proxy does not dial it (reason cname_blocked); allow_any: an allowed name may alias anything'),
+  outside_clients: section({
+    answer: enumOf(['refused', 'drop'], 'refused', 'sources outside dns.clients (possibly spoofed): REFUSED with EDE 18 and no text, rate-limited, or no answer at all'),
+    refused_qps: int(10, 1, 100_000, 'REFUSED answers per second to all outside sources together; the rest are dropped'),
+  }),
 })
 
 export const sniSchema = section({

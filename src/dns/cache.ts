@@ -12,8 +12,10 @@ export interface StoredAnswer {
   readonly storedAt: number
   /** Seconds this answer may be served; 0: not cached. */
   readonly lifetime: number
-  /** An A/AAAA in the answer section is a private address (rebinding check at serve time). */
+  /** An address anywhere in the answer (A/AAAA in any section, SVCB/HTTPS hints) is private (rebinding check at serve time). */
   readonly hasPrivate: boolean
+  /** CNAME/DNAME targets of the question's name, in chain order, as lowercase wire names (cname-chain.ts). */
+  readonly aliases?: readonly Buffer[]
   /** A/AAAA after CNAMEs; computed when first needed (sink, lookup), then kept. */
   addresses: readonly AnswerAddress[] | null
 }

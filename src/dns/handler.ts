@@ -5,19 +5,22 @@ import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
 import { PROTO_DNS, type GroupDecisions } from '../metrics/group-decisions.js'
-import { Decision, VERDICT_ALLOWED, VERDICT_WOULD_BLOCK, type Decider } from '../policy/decide.js'
+import { Decision, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK, type Decider } from '../policy/decide.js'
 import type { Policy } from '../policy/match.js'
 import type { Rule } from '../policy/types.js'
 import { AnswerFeed, type AllowedAnswer, type AllowedAnswerSink } from './answer-sink.js'
 import type { StoredAnswer } from './cache.js'
 import { ClientAcl } from './client-acl.js'
 import type { DnsMetrics } from './metrics.js'
+import { wireNameText } from './name-text.js'
 import { RateLimiter } from './rate-limiter.js'
 import { Resolver } from './resolver.js'
 import {
   buildAnyReply,
+  buildBadvers,
   buildHeaderReply,
   buildReply,
+  CLASS_IN,
   EDE_BLOCKED,
   EDE_FILTERED,
   EDE_NO_REACHABLE_AUTHORITY,
@@ -28,6 +31,7 @@ import {
   PARSE_NOTIMP,
   qnameText,
   QueryInfo,
+  RCODE_BADVERS,
   RCODE_FORMERR,
   RCODE_NOERROR,
   RCODE_NOTIMP,
@@ -36,6 +40,8 @@ import {
   RCODE_SERVFAIL,
   renderAnswer,
   TYPE_ANY,
+  TYPE_AXFR,
+  TYPE_IXFR,
 } from './wire.js'
 
 /** What the DNS side takes of a compiled configuration: its own settings, the decision, the rebinding exemptions. */
@@ -48,7 +54,6 @@ export interface DnsPolicy {
 
 const TEXT_BLOCKED = Buffer.from('egressd: not on allowlist')
 const TEXT_REBIND = Buffer.from('egressd: private address in answer')
-const TEXT_PROHIBITED = Buffer.from('egressd: client not allowed')
 
 const TYPE_NAMES: Record<number, string> = {
   1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 13: 'HINFO', 15: 'MX', 16: 'TXT', 28: 'AAAA',
@@ -63,6 +68,8 @@ function typeName(t: number): string {
 class State {
   readonly acl: ClientAcl
   readonly limiter: RateLimiter | null
+  /** One bucket shared by every source outside `dns.clients`; null with `answer: drop`. */
+  readonly outside: RateLimiter | null
   readonly settings: DnsConfig
   readonly decider: Decider
   readonly exempt: Policy | null
@@ -76,6 +83,10 @@ class State {
     const old = previous?.limiter
     this.limiter =
       rl.qps <= 0 ? null : old && old.qps === rl.qps && old.burst === rl.burst ? old : new RateLimiter(rl.qps, rl.burst)
+    const oc = policy.settings.outsideClients
+    const oldOutside = previous?.outside
+    this.outside =
+      oc.answer === 'drop' ? null : oldOutside && oldOutside.qps === oc.refusedQps ? oldOutside : new RateLimiter(oc.refusedQps, oc.refusedQps, 1)
   }
 }
 
@@ -95,6 +106,8 @@ export class QueryHandler {
   /** Reused by every synchronous step; a cache miss copies what it keeps. */
   private readonly info = new QueryInfo()
   private readonly decision = new Decision()
+  /** For the alias targets of an answer (the query's own decision is still being used). */
+  private readonly aliasDecision = new Decision()
   private readonly nameScratch = Buffer.allocUnsafe(256)
   private readonly feed: AnswerFeed | null
   private readonly blockLog = new LogLimiter(100)
@@ -111,6 +124,7 @@ export class QueryHandler {
     private readonly decisions: GroupDecisions | null = null,
   ) {
     this.state = new State(policy, null)
+    this.info.maxUdpSize = policy.settings.maxUdpPayload
     this.feed = sink === undefined ? null : new AnswerFeed(sink, (err, name) => {
       this.metrics.sinkErrors.inc(0)
       if (this.eventLog.allow()) this.log.error({ err, name }, 'firewall sink failed; answer sent anyway')
@@ -119,6 +133,7 @@ export class QueryHandler {
 
   update(policy: DnsPolicy): void {
     this.state = new State(policy, this.state)
+    this.info.maxUdpSize = policy.settings.maxUdpPayload
   }
 
   /** Lines the per-event limiters held back since the last call (the daemon may log the sum). */
@@ -138,9 +153,15 @@ export class QueryHandler {
     }
     if (!st.acl.allows(client)) {
       m.queries.inc(m.refused)
-      if (parsed !== 0) return null // garbage from outside the ACL earns no answer at all
+      // Sources outside the ACL may be spoofed: one shared bucket bounds what egressd
+      // reflects to all of them together, and the EDE carries no text (a few bytes less
+      // per reflected datagram). Garbage from outside earns no answer at all.
+      if (parsed !== 0 || st.outside === null || !st.outside.take('')) {
+        m.dropped.incLabel('outside_clients')
+        return null
+      }
       m.response(RCODE_REFUSED)
-      return buildReply(q, info, RCODE_REFUSED, EDE_PROHIBITED, TEXT_PROHIBITED)
+      return buildReply(q, info, RCODE_REFUSED, EDE_PROHIBITED, null)
     }
     if (parsed === PARSE_FORMERR || parsed === PARSE_NOTIMP) {
       m.queries.inc(m.malformed)
@@ -159,6 +180,10 @@ export class QueryHandler {
       }
       m.response(RCODE_REFUSED)
       return buildReply(q, info, RCODE_REFUSED, 0, null)
+    }
+    // One branch on the hot path for what a forwarder must not pass on (see protocolRefusal).
+    if (info.qclass !== CLASS_IN || info.ednsVersion !== 0 || info.qtype === TYPE_AXFR || info.qtype === TYPE_IXFR) {
+      return this.protocolRefusal(q, info)
     }
     const d = st.decider.decideWire(client, q, 12, this.decision)
     if (d.verdict === VERDICT_ALLOWED) {
@@ -199,6 +224,26 @@ export class QueryHandler {
     )
   }
 
+  /**
+   * Queries answered without a decision or an upstream: EDNS version > 0 gets BADVERS
+   * (RFC 6891); classes other than IN (CH, HS, NONE, ANY, 0: the policy and the
+   * upstreams speak IN only, and `version.bind CH TXT` is nobody's business) and zone
+   * transfers (AXFR/IXFR, over UDP or TCP: a forwarder has no zones) get REFUSED. Counted
+   * as refused queries and in `egressd_dns_protocol_refused_total{reason}`.
+   */
+  private protocolRefusal(q: Buffer, info: QueryInfo): Buffer {
+    const m = this.metrics
+    m.queries.inc(m.refused)
+    if (info.ednsVersion !== 0) {
+      m.protocolRefused.incLabel('badvers')
+      m.response(RCODE_BADVERS)
+      return buildBadvers(q, info)
+    }
+    m.protocolRefused.incLabel(info.qclass !== CLASS_IN ? 'class' : 'xfr')
+    m.response(RCODE_REFUSED)
+    return buildReply(q, info, RCODE_REFUSED, 0, null)
+  }
+
   private block(q: Buffer, info: QueryInfo, client: string, d: Decision): Buffer {
     const m = this.metrics
     m.queries.inc(m.blocked)
@@ -235,6 +280,13 @@ export class QueryHandler {
     fresh: boolean,
   ): Buffer | Promise<Buffer> {
     const m = this.metrics
+    const aliases = entry.aliases
+    if (aliases !== undefined && aliases.length > 0 && st.settings.cnameTargets === 'follow_policy') {
+      for (const target of aliases) {
+        const d = st.decider.decideWire(client, target, 0, this.aliasDecision)
+        if (d.verdict === VERDICT_BLOCKED) return this.cnameBlocked(q, info, st, client, target, d)
+      }
+    }
     if (entry.hasPrivate && st.settings.rebindProtection && !this.exempt(st, q)) {
       m.rebindBlocked.inc(0)
       m.response(RCODE_SERVFAIL)
@@ -249,12 +301,37 @@ export class QueryHandler {
     }
     const elapsed = Math.floor((this.resolver.now() - entry.storedAt) / 1000)
     const reply = renderAnswer(entry.wire, entry.ttlOffsets, entry.ttls, q, info, elapsed, viaTcp ? 65_535 : info.udpSize)
+    if (reply.length < entry.wire.length) m.truncated.inc(0)
     m.response(entry.rcode)
     const feed = this.feed
     if (feed === null || entry.rcode !== RCODE_NOERROR) return reply
     const answer = (): AllowedAnswer => this.allowedAnswer(q, info, rule, client, entry, elapsed)
     const wait = fresh ? feed.fresh(entry, answer) : feed.hit(entry, elapsed, answer)
     return wait === null ? reply : wait.then(() => reply)
+  }
+
+  /**
+   * An allowed name whose answer aliases a name the client may not reach: answered as a
+   * block (NXDOMAIN, or REFUSED with `block_response: refused`; EDE 15 naming the
+   * target), never given to the firewall sink, logged with reason `cname_blocked`.
+   */
+  private cnameBlocked(q: Buffer, info: QueryInfo, st: State, client: string, target: Buffer, d: Decision): Buffer {
+    const m = this.metrics
+    m.cnameBlocked.inc(0)
+    const rcode = st.settings.blockResponse === 'refused' ? RCODE_REFUSED : RCODE_NXDOMAIN
+    m.response(rcode)
+    const text = wireNameText(target)
+    // Bounded so the reply stays well under any UDP size: 60 + 200 bytes of text.
+    const shown = text.length > 200 ? text.slice(0, 200) + '…' : text
+    const reply = buildReply(q, info, rcode, EDE_BLOCKED, Buffer.from(`egressd: CNAME target ${shown} not on allowlist`))
+    this.blocked.record('dns', text)
+    if (this.blockLog.allow()) {
+      writeDecision(this.log, {
+        protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype),
+        verdict: 'blocked', rule: d.rule?.pattern ?? null, reason: 'cname_blocked', group: d.group.name, mode: d.group.mode, cname: text,
+      })
+    }
+    return reply
   }
 
   private exempt(st: State, q: Buffer): boolean {

@@ -10,7 +10,8 @@ export const RCODES = ['noerror', 'formerr', 'servfail', 'nxdomain', 'notimp', '
 export const UPSTREAM_ERRORS = ['timeout', 'servfail', 'refused', 'rcode', 'network', 'mismatch', 'malformed', 'tcp', 'truncated'] as const
 export type UpstreamError = (typeof UPSTREAM_ERRORS)[number]
 
-export const DROPS = ['short', 'response', 'rate_limited', 'send_error', 'internal_error'] as const
+/** outside_clients: a query from outside `dns.clients` over the shared REFUSED budget, malformed, or `answer: drop`. */
+export const DROPS = ['short', 'response', 'rate_limited', 'send_error', 'internal_error', 'outside_clients'] as const
 export const TCP_CLOSES = ['idle', 'garbage', 'limit', 'error'] as const
 
 /** Live values the gauges read at scrape time. */
@@ -48,6 +49,12 @@ export class DnsMetrics {
   readonly sinkErrors: FastCounter<never>
   readonly tcpRejected: FastCounter<never>
   readonly tcpClosed: FastCounter<(typeof TCP_CLOSES)[number]>
+  /** UDP answers cut to header + question (TC) because they exceeded the client's capped payload size. */
+  readonly truncated: FastCounter<never>
+  /** Allowed names answered as blocked because a CNAME/DNAME target in their answer is not allowed. */
+  readonly cnameBlocked: FastCounter<never>
+  /** Queries answered REFUSED or BADVERS without a decision: another class, a zone transfer, EDNS version > 0. */
+  readonly protocolRefused: FastCounter<'class' | 'xfr' | 'badvers'>
 
   constructor(registry: Registry, sources: DnsGaugeSources) {
     this.queries = new FastCounter(registry, 'egressd_dns_queries_total', 'DNS queries by verdict.', 'verdict', VERDICTS)
@@ -82,6 +89,27 @@ export class DnsMetrics {
     this.sinkErrors = new FastCounter(registry, 'egressd_dns_sink_errors_total', 'Firewall sink calls that failed (the answer was sent anyway).', null, [])
     this.tcpRejected = new FastCounter(registry, 'egressd_dns_tcp_rejected_total', 'TCP connections closed at accept: maxTcpConnections reached.', null, [])
     this.tcpClosed = new FastCounter(registry, 'egressd_dns_tcp_closed_total', 'TCP connections closed by egressd, by reason.', 'reason', TCP_CLOSES)
+    this.truncated = new FastCounter(
+      registry,
+      'egressd_dns_truncated_total',
+      'UDP answers sent with TC: larger than the client\'s EDNS size, itself capped at dns.max_udp_payload.',
+      null,
+      [],
+    )
+    this.cnameBlocked = new FastCounter(
+      registry,
+      'egressd_dns_cname_blocked_total',
+      'Allowed names answered as blocked: a CNAME/DNAME target in the answer is not allowed (dns.cname_targets: follow_policy).',
+      null,
+      [],
+    )
+    this.protocolRefused = new FastCounter(
+      registry,
+      'egressd_dns_protocol_refused_total',
+      'Queries never forwarded: class other than IN or zone transfer (REFUSED), EDNS version > 0 (BADVERS).',
+      'reason',
+      ['class', 'xfr', 'badvers'] as const,
+    )
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({
         name,

@@ -3,6 +3,8 @@ import { EgressdError, OverloadError } from '../errors.js'
 import { DnsCache, type StoredAnswer } from './cache.js'
 import type { DnsMetrics } from './metrics.js'
 import { isPrivateAddress } from '../net/private-ranges.js'
+import { aliasTargets, NO_ALIASES } from './cname-chain.js'
+import { wireNameText } from './name-text.js'
 import { UpstreamClient } from './upstream.js'
 import {
   buildQuery,
@@ -35,9 +37,28 @@ const MAX_CNAME_HOPS = 8
  */
 export const MAX_ADDRESS_NAMES = 4096
 
+/**
+ * The caller's policy for alias targets (the SNI proxy: the client's group), given each
+ * CNAME/DNAME target as a lowercase wire name; false refuses the whole lookup.
+ */
+export type AdmitTarget = (target: Uint8Array) => boolean
+
+/** `lookup` met an alias target that `admit` refused (`dns.cname_targets: follow_policy`). */
+export class CnameBlockedError extends EgressdError {
+  constructor(
+    readonly queried: string,
+    /** The refused target, escaped as in logs (name-text.ts). */
+    readonly target: string,
+  ) {
+    super('ECNAME', `${queried}: CNAME target ${target} is not allowed`)
+  }
+}
+
 interface CachedAddresses {
   readonly v4: string[]
   readonly v6: string[]
+  /** Every alias target met on the way, checked again on each use (the policy is the caller's). */
+  readonly aliases: readonly Buffer[]
   /** When the first of the stored answers they came from expires (ms, `now` clock). */
   readonly until: number
   /** When the first of the records expires, for the TTL handed out. */
@@ -86,7 +107,7 @@ export class Resolver {
    * the median on the loaded VM, about a tenth of the latency egressd adds to a new
    * connection (bench/RESULTS.md, SNI section).
    */
-  cachedAddresses(name: string): ResolvedAddresses | undefined {
+  cachedAddresses(name: string, admit?: AdmitTarget): ResolvedAddresses | undefined {
     const key = name.toLowerCase()
     const hit = this.addressCache.get(key)
     if (hit === undefined) return undefined
@@ -95,6 +116,8 @@ export class Resolver {
       this.addressCache.delete(key)
       return undefined
     }
+    // A refused target: let `lookup` say so (it throws CnameBlockedError).
+    if (this.checksAliases(admit) && hit.aliases.some((t) => !admit(t))) return undefined
     return { v4: hit.v4, v6: hit.v6, ttl: Math.max(0, Math.floor((hit.recordsUntil - now) / 1000)) }
   }
 
@@ -149,7 +172,19 @@ export class Resolver {
       // answer[off - 1] is the low byte of RDLENGTH: 4 (A) or 16 (AAAA).
       if (isPrivateAddress(answer, off, answer[off - 1] === 16 ? 16 : 4)) hasPrivate = true
     }
+    const other = scan.otherAddresses
+    for (let i = 0; i < other.length; i += 2) if (isPrivateAddress(answer, other[i]!, other[i + 1] === 16 ? 16 : 4)) hasPrivate = true
+    let aliases: readonly Buffer[] = NO_ALIASES
+    if (scan.hasAlias) {
+      const chain = aliasTargets(answer, answer.length)
+      if (chain === null) {
+        this.metrics.upstreamErrors.incLabel('malformed')
+        throw new EgressdError('EMALFORMED', 'upstream answer has a malformed alias chain')
+      }
+      aliases = chain
+    }
     const entry: StoredAnswer = {
+      aliases,
       wire,
       ttlOffsets: Uint16Array.from(scan.ttlOffsets),
       ttls: readTtls(answer, scan.ttlOffsets),
@@ -174,7 +209,9 @@ export class Resolver {
    * inside answers and re-queried when a chain ends without addresses (at most 8 hops).
    * No rebinding check: the SNI proxy applies its own private-destination rule.
    */
-  async lookup(name: string): Promise<ResolvedAddresses> {
+  async lookup(name: string, admit?: AdmitTarget): Promise<ResolvedAddresses> {
+    const check = this.checksAliases(admit)
+    const met: Buffer[] = []
     const key = name.toLowerCase()
     let wireName = encodeName(key)
     if (wireName === null) throw new EgressdError('EBADNAME', `not a valid DNS name: ${JSON.stringify(name)}`)
@@ -191,6 +228,11 @@ export class Resolver {
         const { entry, elapsed } = r.value
         until = Math.min(until, entry.storedAt + entry.lifetime * 1000)
         if (entry.rcode === RCODE_NXDOMAIN) nxdomain = true
+        for (const t of entry.aliases ?? []) {
+          // Checked before any address of the answer is used, and before a target is re-queried.
+          if (check && !admit!(t)) throw new CnameBlockedError(name, wireNameText(t))
+          met.push(t)
+        }
         const chain = extractChain(entry.wire, entry.wire.length, MAX_CNAME_HOPS)
         if (chain === null) continue
         for (const addr of chain.addresses) {
@@ -201,7 +243,7 @@ export class Resolver {
         target ??= chain.target
       }
       if (out.v4.length + out.v6.length > 0) {
-        this.rememberAddresses(key, out, until)
+        this.rememberAddresses(key, out, until, met)
         return out
       }
       if (nxdomain) throw new EgressdError('ENXDOMAIN', `${name}: no such name`)
@@ -214,13 +256,18 @@ export class Resolver {
     throw new EgressdError('ERESOLVE', `${name}: no A or AAAA records`)
   }
 
-  private rememberAddresses(key: string, out: ResolvedAddresses, until: number): void {
+  /** Alias targets go through `admit` unless `dns.cname_targets: allow_any` (or no `admit` was given). */
+  private checksAliases(admit: AdmitTarget | undefined): admit is AdmitTarget {
+    return admit !== undefined && this.settings.cnameTargets !== 'allow_any'
+  }
+
+  private rememberAddresses(key: string, out: ResolvedAddresses, until: number, aliases: readonly Buffer[]): void {
     const now = this.now()
     // An answer the cache did not keep (lifetime 0) is not kept here either.
     if (until <= now) return
     this.addressCache.delete(key)
     if (this.addressCache.size >= MAX_ADDRESS_NAMES) this.addressCache.delete(this.addressCache.keys().next().value!)
-    this.addressCache.set(key, { v4: out.v4, v6: out.v6, until, recordsUntil: now + out.ttl * 1000 })
+    this.addressCache.set(key, { v4: out.v4, v6: out.v6, aliases, until, recordsUntil: now + out.ttl * 1000 })
   }
 
   private async resolveType(name: Buffer, type: number): Promise<{ entry: StoredAnswer; elapsed: number }> {

@@ -13,6 +13,7 @@
  */
 
 import { formatIp } from '../net/address.js'
+import { isPlainNameByte, labelText } from './name-text.js'
 
 export const HEADER_LEN = 12
 
@@ -24,7 +25,14 @@ export const TYPE_HINFO = 13
 export const TYPE_TXT = 16
 export const TYPE_AAAA = 28
 export const TYPE_OPT = 41
+export const TYPE_PTR = 12
+export const TYPE_MX = 15
+export const TYPE_SRV = 33
+export const TYPE_DNAME = 39
+export const TYPE_SVCB = 64
 export const TYPE_HTTPS = 65
+export const TYPE_IXFR = 251
+export const TYPE_AXFR = 252
 export const TYPE_ANY = 255
 export const CLASS_IN = 1
 
@@ -34,6 +42,8 @@ export const RCODE_SERVFAIL = 2
 export const RCODE_NXDOMAIN = 3
 export const RCODE_NOTIMP = 4
 export const RCODE_REFUSED = 5
+/** RFC 6891: extended RCODE 16, carried as 1 in the OPT's upper RCODE byte with header RCODE 0. */
+export const RCODE_BADVERS = 16
 
 /** RFC 8914 Extended DNS Error INFO-CODEs we emit. */
 export const EDE_BLOCKED = 15
@@ -68,9 +78,20 @@ export class QueryInfo {
   qtype = 0
   qclass = 0
   hasOpt = false
-  /** The client's advertised UDP payload size, at least 512. */
+  /**
+   * The most a UDP answer may be: the client's advertised EDNS payload size, at least
+   * 512, at most `maxUdpSize`.
+   */
   udpSize = 512
+  /**
+   * `dns.max_udp_payload`: the size our OPT advertises to clients and the cap on what
+   * we honour of theirs, so a 50-byte query cannot draw a 60 KB datagram (amplification).
+   * Set by the handler on reload; parseQuery never writes it.
+   */
+  maxUdpSize = OUR_UDP_SIZE
   dnssecOk = false
+  /** The OPT's EDNS VERSION (0 without an OPT); anything else is answered BADVERS. */
+  ednsVersion = 0
   checkingDisabled = false
   authenticData = false
 }
@@ -112,6 +133,7 @@ export function parseQuery(buf: Uint8Array, len: number, q: QueryInfo): number {
   q.hasOpt = false
   q.udpSize = 512
   q.dnssecOk = false
+  q.ednsVersion = 0
   q.checkingDisabled = (buf[3]! & 0x10) !== 0
   q.authenticData = (buf[3]! & 0x20) !== 0
   for (let i = 0; i < ar; i++) {
@@ -125,8 +147,9 @@ export function parseQuery(buf: Uint8Array, len: number, q: QueryInfo): number {
       if (q.hasOpt || off !== rr + 1) return PARSE_FORMERR // two OPTs, or a non-root owner
       q.hasOpt = true
       const size = (buf[off + 2]! << 8) | buf[off + 3]!
-      q.udpSize = size < 512 ? 512 : size
+      q.udpSize = size < 512 ? 512 : size > q.maxUdpSize ? q.maxUdpSize : size
       q.dnssecOk = (buf[off + 6]! & 0x80) !== 0
+      q.ednsVersion = buf[off + 5]!
     }
     off += 10 + rdlen
   }
@@ -146,8 +169,41 @@ export function skipName(buf: Uint8Array, off: number, end: number): number {
 }
 
 /**
- * The name at `off` as lowercase dotted text (no trailing dot; "" for the root),
- * following compression pointers; null when malformed. Off the hot path only.
+ * Offset just past the name at `off` (its in-place part must end by `limit`), or -1
+ * when the name is malformed anywhere along its compression pointers: every pointer
+ * must point strictly before itself (RFC 1035 §4.1.4: to a prior occurrence), so a loop
+ * cannot exist and the walk ends in at most `len` steps; labels ≤ 63, the whole name ≤ 255
+ * bytes, every byte inside the message of `len` bytes. For upstream answers (miss path):
+ * a name that the client would have to decode through a loop is never relayed.
+ */
+export function checkName(buf: Uint8Array, off: number, limit: number, len: number): number {
+  let end = -1
+  let total = 0
+  let bound = limit
+  for (;;) {
+    if (off >= bound) return -1
+    const l = buf[off]!
+    if (l === 0) return end < 0 ? off + 1 : end
+    if ((l & 0xc0) === 0xc0) {
+      if (off + 2 > bound) return -1
+      const target = ((l & 0x3f) << 8) | buf[off + 1]!
+      if (target >= off) return -1
+      if (end < 0) end = off + 2
+      off = target
+      bound = len
+      continue
+    }
+    if (l > 63) return -1
+    total += l + 1
+    if (total > 254) return -1
+    off += l + 1
+  }
+}
+
+/**
+ * The name at `off` as lowercase dotted text (no trailing dot; "" for the root), label
+ * bytes outside the alphabet escaped `\DDD` (name-text.ts), following compression
+ * pointers; null when malformed. Off the hot path only.
  */
 export function readName(buf: Uint8Array, off: number, end: number): string | null {
   let out = ''
@@ -165,12 +221,7 @@ export function readName(buf: Uint8Array, off: number, end: number): string | nu
     if (l > 63 || off + 1 + l > end) return null
     total += l + 1
     if (total > 255) return null
-    let label = ''
-    for (let i = off + 1; i <= off + l; i++) {
-      let c = buf[i]!
-      if (c >= 0x41 && c <= 0x5a) c |= 0x20
-      label += String.fromCharCode(c)
-    }
+    const label = labelText(buf, off + 1, off + 1 + l)
     out = out.length === 0 ? label : out + '.' + label
     off += l + 1
   }
@@ -178,8 +229,10 @@ export function readName(buf: Uint8Array, off: number, end: number): string | nu
 
 /**
  * The QNAME at offset 12 as lowercase dotted text, written through `scratch` (≥ 256
- * bytes) so it costs one string. Bytes that are not printable stay as they are: the
- * text is for logs and metric labels, and the policy already blocked such names.
+ * bytes) so it costs one string. A byte outside the label alphabet (a `.` inside a
+ * label, NUL, newline …) sends it down the escaping path (`\DDD`, name-text.ts): the
+ * text goes to logs, metric labels and `suggest`, where `x.allowed.test` as one label
+ * must never read as the allowed name.
  */
 export function qnameText(buf: Uint8Array, qnameEnd: number, scratch: Buffer): string {
   let n = 0
@@ -190,11 +243,22 @@ export function qnameText(buf: Uint8Array, qnameEnd: number, scratch: Buffer): s
     if (n > 0) scratch[n++] = 0x2e
     for (let i = off + 1; i <= off + l; i++) {
       const c = buf[i]!
+      if (!isPlainNameByte(c)) return escapedQname(buf, last)
       scratch[n++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c
     }
     off += l + 1
   }
   return n === 0 ? '.' : scratch.toString('latin1', 0, n)
+}
+
+function escapedQname(buf: Uint8Array, last: number): string {
+  let out = ''
+  for (let off = HEADER_LEN; off < last; ) {
+    const l = buf[off]!
+    out += (out.length > 0 ? '.' : '') + labelText(buf, off + 1, off + 1 + l)
+    off += l + 1
+  }
+  return out
 }
 
 /** Encodes a dotted name (one trailing dot ignored) as wire labels; null when it is not a valid name. */
@@ -256,15 +320,22 @@ export function optLength(ede: number, text: Uint8Array | null): number {
   return OPT_LEN + (ede > 0 ? 6 + (text === null ? 0 : text.length) : 0)
 }
 
-/** Writes our OPT RR at `off` (size 1232, version 0, DO as given, EDE when ede > 0); returns the end offset. */
-export function writeOpt(out: Uint8Array, off: number, dnssecOk: boolean, ede: number, text: Uint8Array | null): number {
+/** Writes our OPT RR at `off` (advertising `udpSize`, version 0, DO as given, EDE when ede > 0); returns the end offset. */
+export function writeOpt(
+  out: Uint8Array,
+  off: number,
+  dnssecOk: boolean,
+  ede: number,
+  text: Uint8Array | null,
+  udpSize: number = OUR_UDP_SIZE,
+): number {
   const textLen = text === null ? 0 : text.length
   const rdlen = ede > 0 ? 6 + textLen : 0
   out[off] = 0
   out[off + 1] = 0
   out[off + 2] = TYPE_OPT
-  out[off + 3] = OUR_UDP_SIZE >> 8
-  out[off + 4] = OUR_UDP_SIZE & 0xff
+  out[off + 3] = udpSize >> 8
+  out[off + 4] = udpSize & 0xff
   out[off + 5] = 0 // extended RCODE
   out[off + 6] = 0 // version
   out[off + 7] = dnssecOk ? 0x80 : 0
@@ -311,7 +382,7 @@ export function buildReply(q: Uint8Array, info: QueryInfo, rcode: number, ede: n
   out[2] = 0x80 | (q[2]! & 0x01)
   out[3] = 0x80 | (q[3]! & 0x10) | rcode
   setCounts(out, 0, info.hasOpt)
-  if (info.hasOpt) writeOpt(out, end, info.dnssecOk, ede, text)
+  if (info.hasOpt) writeOpt(out, end, info.dnssecOk, ede, text, info.maxUdpSize)
   return out
 }
 
@@ -323,6 +394,17 @@ export function buildHeaderReply(q: Uint8Array, rcode: number): Buffer {
   out[2] = 0x80 | (q[2]! & 0x79)
   out[3] = 0x80 | rcode
   out.fill(0, 4, HEADER_LEN)
+  return out
+}
+
+/**
+ * BADVERS (RFC 6891 §6.1.3) to a query with EDNS version > 0: header and question
+ * copied, header RCODE 0, and our OPT (version 0, the version we do speak) carrying the
+ * upper RCODE bits (16 >> 4 = 1).
+ */
+export function buildBadvers(q: Uint8Array, info: QueryInfo): Buffer {
+  const out = buildReply(q, info, RCODE_BADVERS & 0x0f, 0, null)
+  out[info.questionEnd + 5] = RCODE_BADVERS >> 4
   return out
 }
 
@@ -349,7 +431,7 @@ export function buildAnyReply(q: Uint8Array, info: QueryInfo): Buffer {
   out.writeUInt16BE(HINFO_RDATA.length, off + 8)
   HINFO_RDATA.copy(out, off + 10)
   off += 10 + HINFO_RDATA.length
-  if (info.hasOpt) writeOpt(out, off, info.dnssecOk, 0, null)
+  if (info.hasOpt) writeOpt(out, off, info.dnssecOk, 0, null, info.maxUdpSize)
   return out
 }
 
@@ -403,6 +485,14 @@ export interface AnswerScan {
   ttlOffsets: number[]
   /** Offsets of A (4-byte) and AAAA (16-byte) rdata in the answer section. */
   addressOffsets: number[]
+  /**
+   * Every other address the answer carries, as (offset, length 4 | 16) pairs: A/AAAA in
+   * the authority and additional sections, and SVCB/HTTPS ipv4hint/ipv6hint values in
+   * any section. A client may connect to any of them, so rebinding protection counts them.
+   */
+  otherAddresses: number[]
+  /** The answer section holds a CNAME or DNAME (its chain is then checked against the policy). */
+  hasAlias: boolean
 }
 
 /**
@@ -430,11 +520,13 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
     keptEnd: off,
     ttlOffsets: [],
     addressOffsets: [],
+    otherAddresses: [],
+    hasAlias: false,
   }
   const total = an + ns + ar
   for (let i = 0; i < total; i++) {
     const rr = off
-    off = skipName(buf, off, len)
+    off = checkName(buf, off, len, len)
     if (off < 0 || off + 10 > len) return null
     const type = (buf[off]! << 8) | buf[off + 1]!
     const ttlOff = off + 4
@@ -442,6 +534,7 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
     const rdata = off + 10
     off = rdata + rdlen
     if (off > len) return null
+    if (!rdataNamesValid(buf, type, rdata, off, len)) return null
     if (type === TYPE_OPT) {
       if (i < an + ns || scan.optStart >= 0) return null
       scan.optStart = rr
@@ -455,9 +548,14 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
     let ttl = ((buf[ttlOff]! << 24) | (buf[ttlOff + 1]! << 16) | (buf[ttlOff + 2]! << 8) | buf[ttlOff + 3]!) >>> 0
     if (ttl > 0x7fffffff) ttl = 0 // RFC 2181 §8
     if (i < an + ns && (scan.minTtl < 0 || ttl < scan.minTtl)) scan.minTtl = ttl
-    if (i < an) {
-      if ((type === TYPE_A && rdlen === 4) || (type === TYPE_AAAA && rdlen === 16)) scan.addressOffsets.push(rdata)
-    } else if (i < an + ns && type === TYPE_SOA) {
+    if (i < an && (type === TYPE_CNAME || type === TYPE_DNAME)) scan.hasAlias = true
+    if ((type === TYPE_A && rdlen === 4) || (type === TYPE_AAAA && rdlen === 16)) {
+      if (i < an) scan.addressOffsets.push(rdata)
+      else scan.otherAddresses.push(rdata, rdlen)
+    } else if ((type === TYPE_SVCB || type === TYPE_HTTPS) && !svcHints(buf, rdata, off, len, scan.otherAddresses)) {
+      return null
+    }
+    if (i >= an && i < an + ns && type === TYPE_SOA) {
       let p = skipName(buf, rdata, off)
       if (p >= 0) p = skipName(buf, p, off)
       if (p >= 0 && p + 20 <= off) {
@@ -468,6 +566,63 @@ export function scanAnswer(buf: Uint8Array, len: number): AnswerScan | null {
     }
   }
   return scan
+}
+
+/**
+ * The domain names inside the RDATA of the types that carry them compressed or that a
+ * client follows (CNAME, DNAME, NS, PTR, MX, SRV, SOA, SVCB/HTTPS target): each must be
+ * well formed per `checkName` and end exactly where the RDATA says.
+ */
+function rdataNamesValid(buf: Uint8Array, type: number, rdata: number, end: number, len: number): boolean {
+  switch (type) {
+    case TYPE_CNAME:
+    case TYPE_DNAME:
+    case TYPE_NS:
+    case TYPE_PTR:
+      return checkName(buf, rdata, end, len) === end
+    case TYPE_MX:
+      return checkName(buf, rdata + 2, end, len) === end
+    case TYPE_SRV:
+      return checkName(buf, rdata + 6, end, len) === end
+    case TYPE_SOA: {
+      const rname = checkName(buf, rdata, end, len)
+      const serial = rname < 0 ? -1 : checkName(buf, rname, end, len)
+      return serial >= 0 && serial + 20 === end
+    }
+    case TYPE_SVCB:
+    case TYPE_HTTPS:
+      return checkName(buf, rdata + 2, end, len) >= 0
+    default:
+      return true
+  }
+}
+
+const SVC_IPV4HINT = 4
+const SVC_IPV6HINT = 6
+
+/**
+ * Appends the ipv4hint/ipv6hint addresses of SVCB/HTTPS RDATA [rdata, end) to `out` as
+ * (offset, length) pairs (RFC 9460 §2.2: priority, uncompressed target, then SvcParams
+ * of key, length, value). False when the params run past the RDATA or a hint's length
+ * is not a whole number of addresses: a malformed answer.
+ */
+function svcHints(buf: Uint8Array, rdata: number, end: number, len: number, out: number[]): boolean {
+  let p = checkName(buf, rdata + 2, end, len)
+  if (p < 0) return false
+  while (p < end) {
+    if (p + 4 > end) return false
+    const key = (buf[p]! << 8) | buf[p + 1]!
+    const vlen = (buf[p + 2]! << 8) | buf[p + 3]!
+    p += 4
+    if (p + vlen > end) return false
+    const size = key === SVC_IPV4HINT ? 4 : key === SVC_IPV6HINT ? 16 : 0
+    if (size > 0) {
+      if (vlen === 0 || vlen % size !== 0) return false
+      for (let a = p; a < p + vlen; a += size) out.push(a, size)
+    }
+    p += vlen
+  }
+  return true
 }
 
 /**
@@ -517,7 +672,7 @@ export function renderAnswer(
     out[p + 3] = aged & 0xff
   }
   if (opt > 0) {
-    writeOpt(out, wire.length, info.dnssecOk, 0, null)
+    writeOpt(out, wire.length, info.dnssecOk, 0, null, info.maxUdpSize)
     const ar = ((out[10]! << 8) | out[11]!) + 1
     out[10] = ar >> 8
     out[11] = ar & 0xff
@@ -532,7 +687,7 @@ function buildTruncated(wire: Uint8Array, q: Uint8Array, info: QueryInfo): Buffe
   out[2] = (wire[2]! & 0xf9) | 0x02 // the upstream's flags, AA/TC replaced by TC
   out[3] = wire[3]!
   setCounts(out, 0, info.hasOpt)
-  if (info.hasOpt) writeOpt(out, end, info.dnssecOk, 0, null)
+  if (info.hasOpt) writeOpt(out, end, info.dnssecOk, 0, null, info.maxUdpSize)
   return out
 }
 

@@ -27,7 +27,7 @@ export interface DecisionEvent {
   readonly protocol: DecisionProtocol
   /** The device's address as the socket reported it; null when the socket had already gone. */
   readonly client: string | null
-  /** The queried name or the hello's SNI, escaped where bytes fall outside the label alphabet; null when the hello had none. */
+  /** The queried name or the hello's SNI, bytes outside the label alphabet escaped `\DDD` (src/dns/name-text.ts); null when the hello had none. */
   readonly name: string | null
   /** DNS only: the query type (`A`, `AAAA`, `TYPE65534`). */
   readonly type?: string
@@ -35,7 +35,8 @@ export interface DecisionEvent {
   /** The deciding rule's pattern as matched (`*.example.com`), or null when no rule decided. */
   readonly rule: string | null
   /**
-   * Why it was not allowed: `not_allowed`, `denied`, a ClientHello reader reason
+   * Why it was not allowed: `not_allowed`, `denied`, `cname_blocked` (the name is
+   * allowed, a CNAME/DNAME target of its answer is not: see `cname`), a ClientHello reader reason
    * (`no_sni`, `ip_literal` …), an upstream error (`connect_timeout` …); null when allowed.
    */
   readonly reason: string | null
@@ -46,6 +47,8 @@ export interface DecisionEvent {
   readonly report_rule?: string
   /** SNI only: the hello carried an encrypted_client_hello extension (the name is its outer SNI). */
   readonly ech?: boolean
+  /** reason `cname_blocked` only: the alias target that the policy refused (escaped as `name`). */
+  readonly cname?: string
 }
 
 const MESSAGES: Record<DecisionProtocol, Record<DecisionVerdict, string>> = {
@@ -101,6 +104,7 @@ export function parseDecision(value: unknown): DecisionEvent | null {
   if (r.type !== undefined && typeof r.type !== 'string') return null
   if (r.report_rule !== undefined && typeof r.report_rule !== 'string') return null
   if (r.ech !== undefined && typeof r.ech !== 'boolean') return null
+  if (r.cname !== undefined && typeof r.cname !== 'string') return null
   return {
     protocol: r.protocol,
     client,
@@ -113,6 +117,7 @@ export function parseDecision(value: unknown): DecisionEvent | null {
     ...(r.type !== undefined && { type: r.type }),
     ...(r.report_rule !== undefined && { report_rule: r.report_rule }),
     ...(r.ech !== undefined && { ech: r.ech }),
+    ...(r.cname !== undefined && { cname: r.cname }),
   }
 }
 

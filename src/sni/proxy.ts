@@ -34,10 +34,15 @@ export interface SniPolicy {
   readonly decider: Decider
 }
 
+/**
+ * `admit` judges each CNAME/DNAME target (a lowercase wire name) met while resolving;
+ * a resolver that honours it rejects with code `ECNAME` and the escaped `target`
+ * when it returns false (src/dns/resolver.ts, under `dns.cname_targets: follow_policy`).
+ */
 export interface SniResolver {
-  lookup(name: string): Promise<{ v4: string[]; v6: string[]; ttl: number }>
+  lookup(name: string, admit?: (target: Uint8Array) => boolean): Promise<{ v4: string[]; v6: string[]; ttl: number }>
   /** What an earlier lookup found, while still fresh: the dial then starts in the same turn. */
-  cachedAddresses?(name: string): { v4: string[]; v6: string[] } | undefined
+  cachedAddresses?(name: string, admit?: (target: Uint8Array) => boolean): { v4: string[]; v6: string[] } | undefined
 }
 
 export interface SniDeps {
@@ -56,6 +61,9 @@ const RECORD_HEADER = 5
 const INITIAL_HELLO_BUFFER = 1024
 /** After a TLS alert, how long the client gets to close before its socket is destroyed. */
 const ALERT_LINGER_MS = 1000
+
+/** Scratch for alias-target verdicts: used synchronously inside `admit`, only its verdict is read. */
+const ALIAS_DECISION = new Decision()
 
 const ALERT_UNRECOGNIZED_NAME = 112
 const ALERT_ACCESS_DENIED = 49
@@ -273,16 +281,17 @@ class Connection {
     this.phase = PHASE_DIAL
     this.dialStart = performance.now()
     const resolver = this.proxy.deps.resolver
-    const known = resolver.cachedAddresses?.(name)
+    const known = resolver.cachedAddresses?.(name, this.admitTarget)
     if (known !== undefined) {
       this.resolved(known.v6, known.v4)
       return
     }
     // The resolver has its own upstream timeouts; this bounds the wait even if it never settles.
     this.timer = setTimeout(() => this.upstreamFailed('resolve'), this.proxy.policy.settings.connectTimeoutMs)
-    resolver.lookup(name).then(
+    resolver.lookup(name, this.admitTarget).then(
       (addresses) => this.resolved(addresses.v6, addresses.v4),
-      () => this.upstreamFailed('resolve'),
+      (err: { code?: string; target?: string }) =>
+        err.code === 'ECNAME' ? this.cnameBlocked(err.target ?? null) : this.upstreamFailed('resolve'),
     )
   }
 
@@ -355,6 +364,25 @@ class Connection {
       else this.splice(socket!)
     })
     this.dialer.start()
+  }
+
+  /** A CNAME target of an allowed name is not allowed for this client: never dialled, blocked like the name itself. */
+  private readonly admitTarget = (target: Uint8Array): boolean =>
+    this.proxy.policy.decider.decideWire(this.clientAddress, target, 0, ALIAS_DECISION).verdict !== VERDICT_BLOCKED
+
+  private cnameBlocked(target: string | null): void {
+    if (this.phase !== PHASE_DIAL) return
+    this.clearTimer()
+    this.proxy.deps.blocked.record('sni', target ?? '_invalid')
+    this.count('blocked')
+    if (this.proxy.logLimiter.allow()) {
+      const d = this.decision
+      writeDecision(this.proxy.deps.log, {
+        protocol: 'sni', client: this.client.remoteAddress ?? null, name: this.name, verdict: 'blocked', rule: null,
+        reason: 'cname_blocked', group: d.group.name, mode: d.group.mode, ...(target !== null && { cname: target }),
+      })
+    }
+    this.refuse(ALERT_ACCESS_DENIED)
   }
 
   private upstreamFailed(reason: UpstreamError): void {

@@ -4,6 +4,8 @@
  * reported with a reason so the proxy can block it and say why.
  */
 
+import { labelText } from '../dns/name-text.js'
+
 export type NameVerdict = 'ok' | 'ip_literal' | 'bad_name'
 
 const MAX_NAME = 253
@@ -56,16 +58,20 @@ export function serverNameString(buf: Uint8Array, start: number, end: number): s
 }
 
 /**
- * A printable rendering of hostile name bytes for a log line or a metric label:
- * printable ASCII as is, every other byte as `\xNN`, at most 253 source bytes. Runs only
- * on the bad_name path.
+ * A printable rendering of hostile name bytes for a log line or a metric label, with
+ * the DNS side's one rule (src/dns/name-text.ts): lowercase, `.` as the separator it is
+ * in a host_name, every byte outside the label alphabet as `\DDD`; at most 253 source
+ * bytes. Runs only on the bad_name path.
  */
 export function describeBadName(buf: Uint8Array, start: number, end: number): string {
   let out = ''
   const stop = Math.min(end, start + MAX_NAME)
-  for (let i = start; i < stop; i++) {
-    const c = buf[i]!
-    out += c > 0x20 && c < 0x7f && c !== 0x5c ? String.fromCharCode(c) : '\\x' + c.toString(16).padStart(2, '0')
+  let labelStart = start
+  for (let i = start; i <= stop; i++) {
+    if (i === stop || buf[i] === 0x2e) {
+      out += (labelStart > start ? '.' : '') + labelText(buf, labelStart, i)
+      labelStart = i + 1
+    }
   }
   return stop < end ? out + '…' : out
 }

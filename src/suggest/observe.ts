@@ -44,7 +44,9 @@ export class Observations {
     const event = parseDecision(parsed)
     if (event === null || !VERDICTS.has(event.verdict)) return
     if (event.reason !== null && NOT_NAMES.has(event.reason)) return
-    const name = event.name === null ? null : hostName(event.name)
+    // cname_blocked: the queried name was allowed; what the operator may want to allow is the target.
+    const raw = event.reason === 'cname_blocked' ? (event.cname ?? null) : event.name
+    const name = raw === null ? null : hostName(raw)
     if (name === null) return
     // A block with a deciding rule was decided by a deny: an operator's decision already taken.
     if (event.reason === 'denied' || (event.verdict !== 'allowed' && event.rule !== null)) {

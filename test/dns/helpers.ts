@@ -57,6 +57,9 @@ export function makeConfig(dns: DnsOverrides = {}, policy: readonly PolicyEntry[
     maxPendingUpstream: 1000,
     maxTcpConnections: 64,
     tcpIdleTimeoutMs: 2000,
+    maxUdpPayload: 1232,
+    outsideClients: { answer: 'refused', refusedQps: 10 },
+    cnameTargets: 'follow_policy',
     ...dns,
     cache: { maxEntries: 10_000, maxBytes: 8 << 20, minTtl: 0, maxTtl: 86_400, negativeMaxTtl: 300, ...dns.cache },
     rateLimit: { qps: 0, burst: 0, ...dns.rateLimit },
@@ -382,7 +385,8 @@ export const standardZone: Zone = async (q) => {
 }
 
 export const STANDARD_POLICY: PolicyEntry[] = [
-  ...allow('allowed.example', '*.allowed.example', 'api.vendor.example'),
+  // target.elsewhere.example: the CNAME target of cname.allowed.example; alias targets must be allowed too.
+  ...allow('allowed.example', '*.allowed.example', 'api.vendor.example', 'target.elsewhere.example'),
   ...deny('denied.allowed.example'),
 ]
 

@@ -125,20 +125,18 @@ t.test('a listener that cannot be bound: exit 1 with a fatal line', async (t) =>
   t.notOk(d.logs.some((l) => l.msg === 'ready'))
 })
 
-t.test('port 53 taken: the hint names systemd-resolved and dnsmasq', async (t) => {
-  // Binding port 53 needs root or CAP_NET_BIND_SERVICE; an unprivileged run shows the EACCES hint instead.
-  const d = startDaemon('dns: { listen: ["127.0.0.2:53"], upstreams: ["127.0.0.1:9"] }\nsni: { listen: [] }\n')
-  const blocker = await new Promise<import('node:dgram').Socket | null>((resolve) => {
-    void import('node:dgram').then(({ createSocket }) => {
-      const u = createSocket('udp4')
-      u.once('error', () => resolve(null))
-      u.bind(53, '127.0.0.2', () => resolve(u))
-    })
+// Binding port 53 needs root or CAP_NET_BIND_SERVICE; the test holds it itself so the daemon meets EADDRINUSE.
+const port53 = await new Promise<import('node:dgram').Socket | null>((resolve) => {
+  void import('node:dgram').then(({ createSocket }) => {
+    const u = createSocket('udp4')
+    u.once('error', () => resolve(null))
+    u.bind(53, '127.0.0.2', () => resolve(u))
   })
-  await d.stop()
-  if (blocker === null) return t.skip('cannot bind 127.0.0.2:53 here (not root): the port-53 hint needs the port held by someone')
-  t.teardown(() => blocker.close())
-  const again = startDaemon('dns: { listen: ["127.0.0.2:53"], upstreams: ["127.0.0.1:9"] }\nsni: { listen: [] }\n')
-  t.equal(await again.exited, 1)
-  t.match(again.logs.find((l) => l.level === 'fatal'), { reason: 'EADDRINUSE', hint: /systemd-resolved.*dnsmasq/ })
+})
+if (port53 !== null) t.teardown(() => port53.close())
+
+t.test('port 53 taken: the hint names systemd-resolved and dnsmasq', { skip: port53 === null ? 'cannot bind 127.0.0.2:53 here (not root): the hint needs port 53 held' : false }, async (t) => {
+  const d = startDaemon('dns: { listen: ["127.0.0.2:53"], upstreams: ["127.0.0.1:9"] }\nsni: { listen: [] }\n')
+  t.equal(await d.exited, 1)
+  t.match(d.logs.find((l) => l.level === 'fatal'), { reason: 'EADDRINUSE', hint: /systemd-resolved.*dnsmasq/ })
 })

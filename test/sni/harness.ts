@@ -32,6 +32,9 @@ export function makeConfig(sni: Partial<SniConfig> = {}): Config {
       tcpIdleTimeoutMs: 10_000,
       cache: { maxEntries: 100, maxBytes: 1 << 20, minTtl: 0, maxTtl: 86_400, negativeMaxTtl: 300 },
       rateLimit: { qps: 0, burst: 0 },
+      maxUdpPayload: 1232,
+      outsideClients: { answer: 'refused', refusedQps: 10 },
+      cnameTargets: 'follow_policy',
     },
     sni: {
       listen: [{ host: '127.0.0.1', port: 0, family: 4 }],
