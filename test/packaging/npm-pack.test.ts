@@ -10,6 +10,9 @@ import { diskKiB, freePorts, loopbackConfig, needTool, ROOT, smoke, status, upst
  * prefix's PATH validates and runs. The install resolves production dependencies
  * through npm (its cache first: `npm ci` just filled it).
  */
+// Builds and installs take longer than .taprc's 120 s per file on a loaded 2-core machine.
+t.setTimeout(600_000)
+
 const noDig = await needTool('dig', 'dnsutils')
 
 t.test('npm pack, install -g into a temp prefix, egressd --version / validate / run', { skip: noDig, timeout: 300_000 }, async (t) => {
