@@ -93,10 +93,15 @@ t.test('an unreadable system file is an error, never a silent fallback', async (
   // built module (npm test builds before tap).
   const built = join(process.cwd(), 'dist', 'config', 'config-path.js')
   if (!existsSync(built)) return void t.pass(`skipped: ${built} missing (run npm run build first)`, { skip: true })
+  // nobody must be able to run the node binary: under .ci/run's Node 24 pass it lives in
+  // root's cache (0700 home), so fall back to a system node.
+  const nodeBin = [process.execPath, '/usr/bin/node', '/usr/local/bin/node']
+    .find((n) => spawnSync(n, ['--version'], { uid: 65534, gid: 65534, timeout: 20_000, cwd: '/' }).status === 0)
+  if (nodeBin === undefined) return void t.pass(`skipped: no node binary that uid 65534 may run (${process.execPath} is not reachable for it)`, { skip: true })
   const script = `import { resolveConfigPath } from ${JSON.stringify(pathToFileURL(built).href)}
 try { console.log(JSON.stringify(resolveConfigPath(undefined, ${JSON.stringify(etc)}, '/packaged.yaml'))) }
 catch (e) { console.log(JSON.stringify({ code: e.code, reason: e.reason, message: e.message })) }`
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 20_000, cwd: '/' })
+  const r = spawnSync(nodeBin, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 20_000, cwd: '/' })
   t.equal(r.status, 0, r.stderr)
   const out = JSON.parse(r.stdout) as { code: string; reason: string; message: string }
   t.equal(out.code, 'ECONFIGPATH')
