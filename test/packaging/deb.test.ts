@@ -25,6 +25,10 @@ async function skipReason(): Promise<string | false> {
     const r = await needTool(tool, pkg)
     if (r) return r
   }
+  const nodejs = (await runCommand('dpkg-query', ['-W', '-f=${Version}', 'nodejs'])).stdout.trim()
+  if (nodejs === '' || (await runCommand('dpkg', ['--compare-versions', nodejs, 'ge', '20'])).code !== 0) {
+    return `the nodejs package is ${nodejs === '' ? 'not installed' : `version ${nodejs}`}: the .deb depends on nodejs (>= 20), and apt would not install it`
+  }
   if ((await runCommand('dpkg-query', ['-W', '-f=${Status}', 'egressd'])).stdout.includes('installed')) return 'egressd is already installed on this machine: not touching it'
   const present = DIRS.filter((d) => existsSync(d))
   if (present.length > 0) return `${present.join(', ')} already exist: not touching an existing installation`
