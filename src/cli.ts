@@ -13,6 +13,7 @@ import { render } from './suggest/render.js'
 import { findDaemons } from './reload-command.js'
 import { version } from './version.js'
 import { configFailure } from './exit-codes.js'
+import { ConfigPathError, ETC_CONFIG, PACKAGED_CONFIG, resolveConfigPath } from './config/config-path.js'
 import { parseCommandLine, type ParsedCommand } from './cli/args.js'
 import { commandHelp, commandSpec, usage } from './cli/commands.js'
 import { hostNameProblem } from './policy/host-name.js'
@@ -214,11 +215,19 @@ async function command({ command, values, positionals }: ParsedCommand): Promise
   }
 }
 
-/** The configuration file a command uses; null (after saying why) when there is none. */
+/**
+ * The configuration file a command uses: -c FILE, else /etc/egressd/egressd.yaml when it
+ * exists, else the packaged default; null (after saying why) when /etc's file exists
+ * but cannot be used — falling back then would run a policy the operator did not write.
+ */
 function configFile(command: string, given: string | null): string | null {
-  if (given !== null) return given
-  process.stderr.write(`egressd ${command}: -c FILE is required\n${usage()}\n`)
-  return null
+  try {
+    return resolveConfigPath(given ?? undefined, ETC_CONFIG, PACKAGED_CONFIG).file
+  } catch (e) {
+    if (!(e instanceof ConfigPathError)) throw e
+    process.stderr.write(`egressd ${command}: ${e.message}\n`)
+    return null
+  }
 }
 
 main(process.argv.slice(2)).then(

@@ -6,6 +6,7 @@
  * | code | class | thrown by |
  * |---|---|---|
  * | ECONFIG | ConfigError, ConfigErrors | config/load.ts, config/yaml-reader.ts |
+ * | ECONFIGPATH | ConfigPathError (config/config-path.ts) | no -c given and /etc/egressd/egressd.yaml exists but cannot be used |
  * | EPATTERN | PatternError (policy/pattern.ts) | policy/pattern.ts, policy/compile.ts |
  * | ESTART | StartError (daemon/daemon.ts) | Daemon.start: a listener could not be bound |
  * | ELISTEN | ListenError | dns/server.ts, sni/proxy.ts, metrics/server.ts: one listener's bind or listen failed |
@@ -22,6 +23,7 @@
  */
 export const ERROR_CODES = [
   'ECONFIG',
+  'ECONFIGPATH',
   'EPATTERN',
   'ESTART',
   'ELISTEN',

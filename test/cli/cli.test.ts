@@ -91,7 +91,8 @@ t.test('help, version, usage errors', async (t) => {
   t.equal(v.code, 0)
   t.match(v.stdout, /^\d+\.\d+\.\d+\n$/)
   t.equal((await egressd('frobnicate')).code, 2)
-  t.equal((await egressd('check', 'x.example.com')).code, 2)
+  const noConfig = await egressd('check', 'x.example.com')
+  t.equal(noConfig.code, 1, 'without -c: /etc/egressd/egressd.yaml or the packaged default, which blocks it')
   t.equal((await egressd('validate', '-c')).code, 2)
 })
 

@@ -53,7 +53,7 @@ t.test('the embedded default configuration loads with its preset', async (t) => 
 })
 
 t.test('presets ship with the guide ports', async (t) => {
-  t.same(knownPresets(PRESETS_DIR), ['dt-cloud-connector', 'dt-cloud-connector-gen2', 'dt-cloud-connector-wildcards'])
+  t.same(knownPresets(PRESETS_DIR), ['balena-device', 'dt-cloud-connector', 'dt-cloud-connector-gen2', 'dt-cloud-connector-wildcards'])
   const { config } = parseConfig('p.yaml', 'presets: [dt-cloud-connector, dt-cloud-connector-wildcards]', { resolvConf })
   const ports = new Map(config.policy.map((e) => [e.entry, e.ports.map((p) => `${p.port}/${p.proto}`).join(',')]))
   t.equal(ports.get('{0..3}.resinio.pool.ntp.org'), '123/udp')
@@ -83,7 +83,7 @@ t.test('every problem is file:line:col with the key and the bad value', async (t
   t.match(errorsOf('dns:\n  listen: ["::1:53"]\n')[0], /^test\.yaml:2:12: .*brackets/)
   t.match(errorsOf('dns:\n  clients: [10.0.0.1/8]\n')[0], /^test\.yaml:2:13: dns\.clients: "10\.0\.0\.1\/8" has host bits set beyond \/8; did you mean 10\.0\.0\.0\/8\?/)
   t.match(errorsOf('sni:\n  upstream_port: 70000\n')[0], /^test\.yaml:2:18: sni\.upstream_port must be a whole number from 1 to 65535, not 70000/)
-  t.match(errorsOf('presets: [dt-cloud-conector]\n')[0], /^test\.yaml:1:11: unknown preset "dt-cloud-conector"; did you mean "dt-cloud-connector"\?; known presets: dt-cloud-connector, dt-cloud-connector-gen2, dt-cloud-connector-wildcards$/)
+  t.match(errorsOf('presets: [dt-cloud-conector]\n')[0], /^test\.yaml:1:11: unknown preset "dt-cloud-conector"; did you mean "dt-cloud-connector"\?; known presets: balena-device, dt-cloud-connector, dt-cloud-connector-gen2, dt-cloud-connector-wildcards$/)
   t.match(errorsOf('allow:\n  - {name: a.example.com, ports: [443]}\n')[0], /^test\.yaml:2:35: allow\[\]\.ports: "443" is not a port like 443\/tcp/)
   t.match(errorsOf('allow: [{ports: [443/tcp]}]\n')[0], /needs a name/)
   t.match(errorsOf('bogus: 1\n')[0], /^test\.yaml:1:1: unknown key "bogus"; known keys here: dns, sni/)

