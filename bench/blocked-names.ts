@@ -74,7 +74,7 @@ export async function run(args: string[]): Promise<void> {
     const registry = new Registry()
     const current = new BlockedNames(registry, cap)
     const lruNs = time('lru', records, () => {
-      for (let i = 0; i < records; i++) current.record('dns', names[i]!)
+      for (let i = 0; i < records; i++) current.record('dns', names[i]!, '192.0.2.7')
     })
     const text = await registry.metrics()
     const total = text.split('\n').filter((l) => l.startsWith('egressd_blocked_total{')).reduce((s, l) => s + Number(l.slice(l.lastIndexOf(' ') + 1)), 0)
@@ -82,7 +82,7 @@ export async function run(args: string[]): Promise<void> {
 
     const hot = new BlockedNames(new Registry(), cap)
     const hitNs = time('hit', records, () => {
-      for (let i = 0; i < records; i++) hot.record('dns', names[i % 16]!)
+      for (let i = 0; i < records; i++) hot.record('dns', names[i % 16]!, '192.0.2.7')
     })
     const cache = new LruCacheNames(cap)
     const cacheNs = time('lru-cache', records, () => {

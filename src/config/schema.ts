@@ -56,6 +56,7 @@ export const sniSchema = section({
 export const metricsSchema = section({
   listen: optionalHostPort('127.0.0.1:9153', 'GET /metrics, /healthz, /readyz; null turns the listener off'),
   blocked_names_max: int(1000, 0, 1_000_000, 'names kept in egressd_blocked_total{name}; older ones fold into _other'),
+  blocked_clients_max: int(256, 0, 100_000, 'client addresses kept in egressd_client_blocked_total{client}; older ones fold into _other'),
 })
 
 export const firewallSchema = section({

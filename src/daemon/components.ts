@@ -98,11 +98,11 @@ export function buildComponents(compiled: CompiledConfig, shared: SharedParts) {
 /** The daemon-wide counters: policy size, reloads, blocked names, per-group decisions, log level. */
 function observability(first: CompiledConfig, { log, registry }: SharedParts) {
   const metrics = daemonMetrics(registry)
-  const blocked = new BlockedNames(registry, first.config.metrics.blockedNamesMax)
+  const blocked = new BlockedNames(registry, first.config.metrics.blockedNamesMax, first.config.metrics.blockedClientsMax)
   const decisions = new GroupDecisions(registry)
   const apply = (c: CompiledConfig): void => {
     decisions.configure(c.groups.groups.map((g) => g.name))
-    blocked.resize(c.config.metrics.blockedNamesMax)
+    blocked.resize(c.config.metrics.blockedNamesMax, c.config.metrics.blockedClientsMax)
     log.level = c.config.log.level
     metrics.policyRules.set(c.groups.ruleCount)
     metrics.lastReload.set(Date.now() / 1000)

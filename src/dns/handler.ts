@@ -253,7 +253,7 @@ export class QueryHandler {
     m.response(rcode)
     const reply = buildReply(q, info, rcode, EDE_BLOCKED, TEXT_BLOCKED)
     const name = qnameText(q, info.qnameEnd, this.nameScratch)
-    this.blocked.record('dns', name)
+    this.blocked.record('dns', name, client)
     if (this.blockLog.allow()) this.logDecision(q, info, client, d, name)
     return reply
   }
@@ -324,7 +324,7 @@ export class QueryHandler {
     // Bounded so the reply stays well under any UDP size: 60 + 200 bytes of text.
     const shown = text.length > 200 ? text.slice(0, 200) + '…' : text
     const reply = buildReply(q, info, rcode, EDE_BLOCKED, Buffer.from(`egressd: CNAME target ${shown} not on allowlist`))
-    this.blocked.record('dns', text)
+    this.blocked.record('dns', text, client)
     if (this.blockLog.allow()) {
       writeDecision(this.log, {
         protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype),

@@ -13,9 +13,34 @@ const OTHER = '_other'
  */
 export class BlockedNames {
   private readonly protocols: Record<BlockProtocol, Generations>
+  /**
+   * `egressd_client_blocked_total{protocol,client}`: the same bound for devices, so an
+   * alert can say which device tried (`metrics.blocked_clients_max`); a spoofing flood
+   * from many sources folds into client="_other" like names do.
+   */
+  private readonly clients: Record<BlockProtocol, Generations>
 
-  constructor(registry: Registry, max: number) {
+  constructor(registry: Registry, max: number, maxClients = 256) {
     const protocols = (this.protocols = { dns: new Generations(max), sni: new Generations(max) })
+    const clients = (this.clients = { dns: new Generations(maxClients), sni: new Generations(maxClients) })
+    const byClient = new Gauge({
+      name: 'egressd_client_blocked_total',
+      help: 'Blocked DNS queries and TLS connections by protocol and client address; per protocol, clients not seen lately beyond metrics.blocked_clients_max are counted under "_other".',
+      labelNames: ['protocol', 'client'],
+      registers: [],
+      collect() {
+        this.reset()
+        for (const protocol of ['dns', 'sni'] as const) {
+          const g = clients[protocol]
+          for (const generation of [g.old, g.young]) {
+            for (const [client, n] of generation) this.set({ protocol, client }, n)
+          }
+          this.set({ protocol, client: OTHER }, g.other)
+        }
+      },
+    })
+    ;(byClient as unknown as { type: string }).type = 'counter'
+    registry.registerMetric(byClient)
     const gauge = new Gauge({
       name: 'egressd_blocked_total',
       help: 'Blocked DNS queries and TLS connections by protocol and name; per protocol, names not seen lately beyond metrics.blocked_names_max are counted under "_other".',
@@ -36,14 +61,18 @@ export class BlockedNames {
     registry.registerMetric(gauge)
   }
 
-  record(protocol: BlockProtocol, name: string): void {
+  /** `client` is the device's address as its socket reported it ('' when the socket had gone). */
+  record(protocol: BlockProtocol, name: string, client: string): void {
     this.protocols[protocol].record(name)
+    this.clients[protocol].record(client === '' ? '_unknown' : client)
   }
 
-  /** Applied on reload; shrinking folds the oldest names at once. */
-  resize(max: number): void {
+  /** Applied on reload; shrinking folds the oldest names (and clients) at once. */
+  resize(max: number, maxClients = 256): void {
     this.protocols.dns.resize(max)
     this.protocols.sni.resize(max)
+    this.clients.dns.resize(maxClients)
+    this.clients.sni.resize(maxClients)
   }
 
   get size(): number {

@@ -266,7 +266,7 @@ class Connection {
     this.judged = true
     this.decide(d.verdict)
     if (d.verdict === VERDICT_BLOCKED) {
-      this.proxy.deps.blocked.record('sni', name)
+      this.proxy.deps.blocked.record('sni', name, this.clientAddress)
       this.count('blocked')
       this.log('blocked', name, d.reason!, result.ech)
       this.refuse(ALERT_ACCESS_DENIED)
@@ -302,7 +302,7 @@ class Connection {
     const verdict: Verdict =
       reason === 'timeout' ? 'timeout' : reason === 'ip_literal' || reason === 'bad_name' ? 'blocked' : 'malformed'
     if (verdict === 'blocked') {
-      this.proxy.deps.blocked.record('sni', name ?? '_invalid')
+      this.proxy.deps.blocked.record('sni', name ?? '_invalid', this.clientAddress)
       // IP literals and bad names are blocked whatever the group's mode: there is no name to dial.
       this.proxy.policy.decider.refuseUnnamed(this.clientAddress, this.decision)
       this.judged = true
@@ -373,7 +373,7 @@ class Connection {
   private cnameBlocked(target: string | null): void {
     if (this.phase !== PHASE_DIAL) return
     this.clearTimer()
-    this.proxy.deps.blocked.record('sni', target ?? '_invalid')
+    this.proxy.deps.blocked.record('sni', target ?? '_invalid', this.clientAddress)
     this.count('blocked')
     if (this.proxy.logLimiter.allow()) {
       const d = this.decision

@@ -79,7 +79,7 @@ export function makeConfig(dns: DnsOverrides = {}, policy: readonly PolicyEntry[
       maxConnections: 1000,
       shutdownGraceMs: 1000,
     },
-    metrics: { listen: null, blockedNamesMax: 100 },
+    metrics: { listen: null, blockedNamesMax: 100, blockedClientsMax: 100 },
     firewall: { nftables: { enabled: false, table: 'egressd', graceSeconds: 60 } },
     log: { level: 'silent' },
     presets: [],

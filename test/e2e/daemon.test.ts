@@ -66,6 +66,7 @@ t.test('the built daemon: ready, answers, metrics, reload, bad reload, SIGTERM',
   t.equal(sample(metrics, 'egressd_dns_queries_total{verdict="allowed"}'), 1)
   t.equal(sample(metrics, 'egressd_dns_queries_total{verdict="blocked"}'), 3)
   t.equal(sample(metrics, 'egressd_blocked_total{protocol="dns",name="evil.example.org"}'), 1)
+  t.equal(sample(metrics, 'egressd_client_blocked_total{protocol="dns",client="127.0.0.1"}'), 3, 'blocked attempts by device')
   t.equal(sample(metrics, 'egressd_policy_rules'), 10)
   t.match(metrics, /process_resident_memory_bytes \d+/)
 

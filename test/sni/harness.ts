@@ -49,7 +49,7 @@ export function makeConfig(sni: Partial<SniConfig> = {}): Config {
       shutdownGraceMs: 1_000,
       ...sni,
     },
-    metrics: { listen: null, blockedNamesMax: 100 },
+    metrics: { listen: null, blockedNamesMax: 100, blockedClientsMax: 100 },
     firewall: { nftables: { enabled: false, table: 'egressd', graceSeconds: 60 } },
     log: { level: 'info' },
     presets: [],
