@@ -46,6 +46,21 @@ export class YamlReader {
     this.add(line, col, message)
   }
 
+  /** Takes the problems found in another file (a preset, an included file), within MAX_ERRORS. */
+  adopt(other: YamlReader): void {
+    for (const e of other.errors) {
+      if (this.errors.length >= MAX_ERRORS) this.unlisted++
+      else this.errors.push(e)
+    }
+    this.unlisted += other.unlisted
+  }
+
+  /** One problem found outside this file's text (a preset that cannot be read), within MAX_ERRORS. */
+  adoptError(e: ConfigError): void {
+    if (this.errors.length >= MAX_ERRORS) this.unlisted++
+    else this.errors.push(e)
+  }
+
   private add(line: number, col: number, message: string): void {
     if (this.errors.length >= MAX_ERRORS) this.unlisted++
     else this.errors.push(new ConfigError(this.file, line, col, message))
@@ -53,11 +68,14 @@ export class YamlReader {
 
   /**
    * The errors to report, in file order (they are collected section by section;
-   * operators read them top to bottom); past MAX_ERRORS a last line says how many more
-   * were found, at the position of the last one listed.
+   * operators read them top to bottom): this file's first, then each other file's (presets,
+   * included files) in the order they were read; past MAX_ERRORS a last line says how
+   * many more were found, at the position of the last one listed.
    */
   report(): ConfigError[] {
-    const out = [...this.errors].sort((a, b) => (a.file === b.file ? a.line - b.line || a.col - b.col : 0))
+    const rank = new Map<string, number>([[this.file, 0]])
+    for (const e of this.errors) if (!rank.has(e.file)) rank.set(e.file, rank.size)
+    const out = [...this.errors].sort((a, b) => rank.get(a.file)! - rank.get(b.file)! || a.line - b.line || a.col - b.col)
     if (this.unlisted > 0) {
       const last = out[out.length - 1]!
       out.push(new ConfigError(this.file, last.line, last.col, `${this.unlisted} more problems not listed (at most ${MAX_ERRORS} are)`))
