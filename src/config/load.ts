@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { readdirSync, realpathSync, statSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { isMap, isSeq, type Node } from 'yaml'
+import { isMap, isScalar, isSeq, type Node } from 'yaml'
 import { ConfigError, ConfigErrors } from '../errors.js'
 import { findWarnings } from '../policy/compile.js'
 import { patternSize } from '../policy/pattern.js'
@@ -98,16 +98,19 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
   if (r.errors.length > 0) throw new ConfigErrors(r.report())
   const warnings = loader.warnings
   for (const w of findWarnings(policy)) warnings.push(`${policy[w.entryIndex]!.source}: warning: ${w.message}`)
-  if (emptyEnforced(policy, config.mode, config.report)) warnings.push(`${file}: warning: ${EMPTY_POLICY}`)
   for (const g of config.groups!) {
     for (const w of findWarnings(g.policy)) warnings.push(`${g.policy[w.entryIndex]!.source}: warning: group "${g.name}": ${w.message}`)
-    if (emptyEnforced(g.policy, g.mode, g.report)) warnings.push(`${g.source}: warning: group "${g.name}": ${EMPTY_POLICY}`)
+  }
+  // Only when nothing anywhere can pass: a group (or the top level beside groups) that
+  // allows nothing is a deliberate quarantine often enough to stay quiet.
+  if (emptyEnforced(policy, config.mode, config.report) && config.groups!.every((g) => emptyEnforced(g.policy, g.mode, g.report))) {
+    warnings.push(`${file}: warning: ${EMPTY_POLICY}`)
   }
   for (const w of groupWarnings(config)) warnings.push(w)
   return { config, warnings }
 }
 
-const EMPTY_POLICY = '0 rules: every name is blocked (no presets, allow, report or include entries allow anything; mode: report lets names through while you build the list)'
+const EMPTY_POLICY = '0 rules: every name is blocked (no preset, allow, report or included entry anywhere; mode: report lets names through while you build the list)'
 
 /** Enforcing with no allow and no report entry: nothing can ever pass. */
 function emptyEnforced(policy: readonly PolicyEntry[], mode: GroupMode | undefined, report: readonly PolicyEntry[] | undefined): boolean {
@@ -133,7 +136,8 @@ function checkResolverLoop(r: YamlReader, config: Config, resolvConf: string | n
   const tail = 'every query egressd forwards would come back to it: a resolver loop'
   if (resolvConf === null) {
     for (const n of childSeq(dns, 'upstreams')) {
-      const text = r.string(n, 'dns.upstreams')
+      // Read again, silently: readField has reported what does not parse.
+      const text = isScalar(n) && typeof n.value === 'string' ? n.value : null
       const u = text === null ? null : parseUpstream(text)
       if (u === null || typeof u === 'string') continue
       const l = own(u)

@@ -52,10 +52,11 @@ export function parseUpstream(text: string, defaultPort = 53): HostPort | string
   }
   const at = text.indexOf('@')
   if (at >= 0) return `"${text}": write the port after ":" (unbound's ${text} is ${bracketed(text.slice(0, at))}:${text.slice(at + 1)} here)`
+  // Refused as resolv-conf.ts skips them (ipFamily takes a zone id as part of an IPv6 address).
+  if (text.includes('%')) return `"${text}": zone-scoped addresses (fe80::1%eth0) are not supported; use a global or unique-local address`
   const bare = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text
   const family = ipFamily(bare)
   if (family === 6 || (family === 4 && bare === text)) return { host: bare, port: defaultPort, family }
-  if (text.includes('%')) return `"${text}": zone-scoped addresses (fe80::1%eth0) are not supported; use a global or unique-local address`
   if (!text.includes(':') && !text.startsWith('[')) {
     return `"${text}" is not an IP address (upstreams are addresses: egressd does not look up names to find its resolvers)`
   }
