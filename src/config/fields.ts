@@ -144,9 +144,13 @@ export interface PolicyReaders {
   groups(node: Node | null | undefined, path: string, field: GroupsField): GroupConfig[]
 }
 
-/** Reads a mapping by its schema: unknown keys are errors with a hint, absent keys take the default. */
-export function readSection<S extends Schema>(r: YamlReader, node: Node | null | undefined, path: string, schema: S, policy: PolicyReaders): Infer<S> {
-  const keys = r.map(node, path, Object.keys(schema))
+/**
+ * Reads a mapping by its schema: unknown keys are errors with a hint (`misplaced`, else
+ * the nearest known key), absent keys take the default.
+ */
+export function readSection<S extends Schema>(r: YamlReader, node: Node | null | undefined, path: string, schema: S, policy: PolicyReaders,
+  misplaced?: (key: string) => string | undefined): Infer<S> {
+  const keys = r.map(node, path, Object.keys(schema), misplaced)
   const out: Record<string, unknown> = {}
   for (const [key, field] of Object.entries(schema)) {
     out[camel(key)] = readField(r, keys.get(key), path ? `${path}.${key}` : key, field, policy)

@@ -200,6 +200,13 @@ interface Included extends IncludedPolicy {
 
 const NOTHING: IncludedPolicy = { files: [], allow: [], deny: [], report: [] }
 
+/** An included file's top-level key that only the main file has (`dns`, `groups`, `presets`). */
+function mainOnly(key: string): string | undefined {
+  return key in configSchema.fields
+    ? `"${key}" belongs in the main configuration file; an included file holds ${Object.keys(includeFileSchema.fields).join(', ').replace(/, (?=[^,]*$)/, ' and ')}`
+    : undefined
+}
+
 /**
  * The state of one load: the name budget, the byte budget that the configuration and
  * every preset and included file share, the files read (for the hash), and warnings.
@@ -417,7 +424,7 @@ class Loader {
     this.read.push({ file, text })
     const ir = new YamlReader(file, text)
     const before = this.budget.used
-    const lists = readSection(ir, ir.root, '', includeFileSchema.fields, this.readers(ir, [...chain, { real, shown: file }]))
+    const lists = readSection(ir, ir.root, '', includeFileSchema.fields, this.readers(ir, [...chain, { real, shown: file }]), mainOnly)
     r.adopt(ir)
     const got: Included = {
       files: [file, ...lists.include.files],

@@ -83,8 +83,11 @@ export class YamlReader {
     return out
   }
 
-  /** A mapping's values by key; unknown keys are errors with a did-you-mean hint. */
-  map(node: Node | null | undefined, path: string, known: readonly string[]): Map<string, Node | null> {
+  /**
+   * A mapping's values by key; unknown keys are errors with a did-you-mean hint, or with
+   * `misplaced(key)` when it has something better to say (a key of another file kind).
+   */
+  map(node: Node | null | undefined, path: string, known: readonly string[], misplaced?: (key: string) => string | undefined): Map<string, Node | null> {
     const out = new Map<string, Node | null>()
     if (node === null || node === undefined) return out
     if (!isMap(node)) {
@@ -96,6 +99,11 @@ export class YamlReader {
       const key = isScalar(keyNode) ? String(keyNode.value) : ''
       const full = path ? `${path}.${key}` : key
       if (!known.includes(key)) {
+        const elsewhere = misplaced?.(full)
+        if (elsewhere !== undefined) {
+          this.error(keyNode, elsewhere)
+          continue
+        }
         const hint = didYouMean(key, known)
         this.error(keyNode, `unknown key ${quote(full)}` + (hint ? `; did you mean "${path ? path + '.' : ''}${hint}"?` : `; known keys here: ${known.join(', ')}`))
         continue
