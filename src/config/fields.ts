@@ -8,6 +8,7 @@ import { isScalar, isSeq, type Node } from 'yaml'
 import type { Action, GroupConfig, PolicyEntry, PortSpec } from '../policy/types.js'
 import { parseCidr, type Cidr } from '../net/cidr.js'
 import { parseHostPort, type HostPort } from '../net/host-port.js'
+import { parseUpstream } from './upstream.js'
 import { quote, type YamlReader } from './yaml-reader.js'
 
 /** Phantom: the TypeScript type a field's value has in `Config`; never set at run time. */
@@ -48,6 +49,8 @@ export interface TextField extends Yields<string> {
 export interface HostPortsField extends Yields<readonly HostPort[]> {
   readonly kind: 'hostports'
   readonly default: readonly string[]
+  /** Upstreams: the port a bare address means (53), and scheme forms explained (upstream.ts). Absent: a port is required. */
+  readonly defaultPort?: number
 }
 /** One address; `null` or `""` in the file (or a null default) turns the listener off. */
 export interface OptionalHostPortField extends Yields<HostPort | null> {
@@ -62,10 +65,26 @@ export interface PortsField extends Yields<readonly PortSpec[]> {
   readonly kind: 'ports'
   readonly default: readonly PortSpec[]
 }
-/** allow/deny/report lists: names or `{name, ports}`, read by the policy loader. */
+/** allow/deny/report lists: names or `{name, ports, public_suffix}`, read by the policy loader. */
 export interface EntriesField extends Yields<readonly PolicyEntry[]> {
   readonly kind: 'entries'
   readonly action: Action
+  /**
+   * The keys of an entry written as a mapping, for the reference (`allow[].ports`). Set
+   * on one field only so the reference lists them once; every list reads them.
+   */
+  readonly item?: Schema
+}
+/** What `include:` brings: the entries of the files it names, each list in file order. */
+export interface IncludedPolicy {
+  /** Every file read, nested includes included, in the order read. */
+  readonly files: readonly string[]
+  readonly allow: readonly PolicyEntry[]
+  readonly deny: readonly PolicyEntry[]
+  readonly report: readonly PolicyEntry[]
+}
+export interface IncludeField extends Yields<IncludedPolicy> {
+  readonly kind: 'include'
 }
 export interface PresetsField extends Yields<readonly string[]> {
   readonly kind: 'presets'
@@ -82,7 +101,7 @@ export interface SectionField<S extends Schema = Schema> extends Yields<Infer<S>
 
 export type Field =
   | IntField | BoolField | EnumField | NameField | TextField | HostPortsField | OptionalHostPortField | CidrsField
-  | PortsField | EntriesField | PresetsField | GroupsField | SectionField<Schema>
+  | PortsField | EntriesField | IncludeField | PresetsField | GroupsField | SectionField<Schema>
 
 /** Keys as written in YAML (snake_case), in the order the reference lists them. */
 export interface Schema {
@@ -107,10 +126,12 @@ export const enumOf = <const T extends string>(choices: readonly T[], default_: 
 export const name = (default_: string, pattern: RegExp, rule: string, doc: string): NameField => ({ kind: 'name', default: default_, pattern, rule, doc })
 export const text = (default_: string, doc: string): TextField => ({ kind: 'text', default: default_, doc })
 export const hostPorts = (default_: readonly string[], doc: string): HostPortsField => ({ kind: 'hostports', default: default_, doc })
+export const upstreams = (default_: readonly string[], doc: string): HostPortsField => ({ kind: 'hostports', default: default_, defaultPort: 53, doc })
 export const optionalHostPort = (default_: string | null, doc: string): OptionalHostPortField => ({ kind: 'hostport?', default: default_, doc })
 export const cidrs = (default_: readonly string[], doc: string): CidrsField => ({ kind: 'cidrs', default: default_, doc })
 export const ports = (default_: readonly PortSpec[], doc: string): PortsField => ({ kind: 'ports', default: default_, doc })
-export const entries = (action: Action, doc: string): EntriesField => ({ kind: 'entries', action, doc })
+export const entries = (action: Action, doc: string, item?: Schema): EntriesField => ({ kind: 'entries', action, doc, ...(item ? { item } : {}) })
+export const include = (doc: string): IncludeField => ({ kind: 'include', doc })
 export const presets = (doc: string): PresetsField => ({ kind: 'presets', doc })
 export const groups = (item: Schema, doc: string): GroupsField => ({ kind: 'groups', item, doc })
 export const section = <const S extends Schema>(fields: S, doc = ''): SectionField<S> => ({ kind: 'section', fields, doc })
@@ -118,13 +139,18 @@ export const section = <const S extends Schema>(fields: S, doc = ''): SectionFie
 /** The kinds whose reading needs the policy loader (pattern checks, preset files, groups). */
 export interface PolicyReaders {
   entries(node: Node | null | undefined, path: string, action: Action): PolicyEntry[]
+  include(node: Node | null | undefined, path: string): IncludedPolicy
   presets(node: Node | null | undefined, path: string): string[]
   groups(node: Node | null | undefined, path: string, field: GroupsField): GroupConfig[]
 }
 
-/** Reads a mapping by its schema: unknown keys are errors with a hint, absent keys take the default. */
-export function readSection<S extends Schema>(r: YamlReader, node: Node | null | undefined, path: string, schema: S, policy: PolicyReaders): Infer<S> {
-  const keys = r.map(node, path, Object.keys(schema))
+/**
+ * Reads a mapping by its schema: unknown keys are errors with a hint (`misplaced`, else
+ * the nearest known key), absent keys take the default.
+ */
+export function readSection<S extends Schema>(r: YamlReader, node: Node | null | undefined, path: string, schema: S, policy: PolicyReaders,
+  misplaced?: (key: string) => string | undefined): Infer<S> {
+  const keys = r.map(node, path, Object.keys(schema), misplaced)
   const out: Record<string, unknown> = {}
   for (const [key, field] of Object.entries(schema)) {
     out[camel(key)] = readField(r, keys.get(key), path ? `${path}.${key}` : key, field, policy)
@@ -148,8 +174,10 @@ export function readField(r: YamlReader, node: Node | null | undefined, path: st
     }
     case 'text':
       return r.string(node, path) ?? f.default
-    case 'hostports':
-      return node === undefined ? f.default.map((t) => parseHostPort(t) as HostPort) : readList(r, node, path, parseHostPort)
+    case 'hostports': {
+      const parse = f.defaultPort === undefined ? parseHostPort : (t: string) => parseUpstream(t, f.defaultPort)
+      return node === undefined ? f.default.map((t) => parse(t) as HostPort) : readList(r, node, path, parse)
+    }
     case 'hostport?':
       if (node === undefined) return f.default === null ? null : (parseHostPort(f.default) as HostPort)
       return readOptionalHostPort(r, node, path)
@@ -159,6 +187,8 @@ export function readField(r: YamlReader, node: Node | null | undefined, path: st
       return node === undefined ? f.default : readPorts(r, node, path)
     case 'entries':
       return policy.entries(node, path, f.action)
+    case 'include':
+      return policy.include(node, path)
     case 'presets':
       return policy.presets(node, path)
     case 'groups':

@@ -5,14 +5,16 @@
  * docs/configuration.md is checked against it (test/config/schema.test.ts). Adding a
  * key means adding one line here (and the row the test then asks for in the docs).
  */
+import { DEFAULT_PORTS } from '../policy/types.js'
 import { DEFAULT_REPORT_PORTS } from './groups.js'
-import { bool, cidrs, entries, enumOf, groups, hostPorts, int, name, optionalHostPort, ports, presets, section, text } from './fields.js'
+import { bool, cidrs, entries, enumOf, groups, hostPorts, include, int, name, optionalHostPort, ports, presets, section, text, upstreams } from './fields.js'
 
 const MODES = ['enforce', 'report'] as const
 
 export const dnsSchema = section({
-  listen: hostPorts(['127.0.0.1:5353'], 'UDP and TCP listeners; IPv6 as "[::1]:5353"'),
-  upstreams: hostPorts([], 'upstream resolvers "ip:port", tried in order; empty: the nameservers of /etc/resolv.conf'),
+  listen: hostPorts(['127.0.0.1:5353'], 'UDP and TCP listeners; IPv6 as "[::1]:5353"; the port is required'),
+  upstreams: upstreams([], 'upstream resolvers, tried in order: "9.9.9.9", "[2620:fe::fe]" or "2620:fe::fe" (port 53), "ip:port", "[ipv6]:port"; ' +
+    'empty: the nameservers of /etc/resolv.conf; one of egressd\'s own listeners is an error (a resolver loop)'),
   block_response: enumOf(['nxdomain', 'refused'], 'nxdomain', 'answer to a blocked name (NODATA instead of NXDOMAIN when allowed names exist below it)'),
   rebind_protection: bool(true, 'an allowed name answering a private address gets SERVFAIL'),
   rebind_exempt: entries('allow', 'patterns (allow syntax) whose answers may hold private addresses'),
@@ -71,6 +73,20 @@ export const logSchema = section({
   level: enumOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'info', 'pino log level'),
 })
 
+/**
+ * An allow/deny/report/rebind_exempt item written as a mapping (a plain string is its
+ * `name`), in the configuration, presets and included files alike (config/entries.ts).
+ */
+export const entrySchema = {
+  name: name('', /^/, 'a name pattern', 'required: "api.example.com", "*.example.com", "time{1,2}.example.com", "{0..3}.pool.ntp.org"'),
+  ports: ports(DEFAULT_PORTS, 'ports the firewall sink opens for the name'),
+  public_suffix: bool(false, 'true accepts a wildcard at or above a public suffix ("*.github.io", "*.co.uk", "*.lan"), ' +
+    'which is an error otherwise in every list but deny'),
+} as const
+
+const INCLUDE_DOC = 'files or globs (* and ? in the last path part) whose allow, deny, report and include lists are added; ' +
+  'relative to the including file; a glob that matches nothing is fine, a missing named file is an error'
+
 /** One item of `groups:`; `name` and `clients` are required (load.ts says so). */
 export const groupSchema = {
   name: name('', /^[a-z0-9_-]{1,64}$/, '1-64 of a-z 0-9 _ -', 'required; becomes a metric label; "default" is reserved'),
@@ -81,6 +97,7 @@ export const groupSchema = {
   mode: enumOf(MODES, 'enforce', 'report: the group\'s would-be blocks pass, counted as would_block'),
   report: entries('allow', 'names let through and counted as would_block'),
   report_ports: ports(DEFAULT_REPORT_PORTS, 'ports opened for a name let through by mode: report without a report entry'),
+  include: include('files whose allow, deny and report entries the group adds, as the top-level include'),
 } as const
 
 /** The whole file; the top level's presets/allow/deny/mode/report are the `default` group. */
@@ -90,13 +107,22 @@ export const configSchema = section({
   metrics: metricsSchema,
   firewall: firewallSchema,
   log: logSchema,
-  presets: presets('preset files (config/presets/NAME.yaml) whose entries are allowed'),
-  allow: entries('allow', 'names or {name, ports} mappings; ports default to [443/tcp]'),
+  presets: presets('preset files whose entries are allowed: /etc/egressd/presets/NAME.yaml, else the shipped config/presets/NAME.yaml'),
+  allow: entries('allow', 'names or {name, ports, public_suffix} mappings; ports default to [443/tcp]', entrySchema),
   deny: entries('deny', 'names blocked even where an allow entry matches'),
   mode: enumOf(MODES, 'enforce', 'report: would-be blocks pass, counted as would_block'),
   report: entries('allow', 'names let through and counted as would_block while trying a rule'),
   report_ports: ports(DEFAULT_REPORT_PORTS, 'ports opened for a name let through by mode: report without a report entry'),
   groups: groups(groupSchema, 'per-client policies, see docs/groups.md'),
+  include: include(INCLUDE_DOC),
+})
+
+/** A file named by `include:`: lists only (no listeners, presets or groups), and its own includes. */
+export const includeFileSchema = section({
+  allow: entries('allow', 'added after the including file\'s allow entries'),
+  deny: entries('deny', 'added after the including file\'s deny entries'),
+  report: entries('allow', 'added after the including file\'s report entries'),
+  include: include(INCLUDE_DOC),
 })
 
 /** A preset file, config/presets/NAME.yaml: its allow and deny lists, and where they came from. */

@@ -30,6 +30,14 @@ export interface Config {
   readonly reportPorts?: readonly PortSpec[]
   /** Named groups in file order; a client takes the first whose `clients` contain it. */
   readonly groups?: readonly GroupConfig[]
+  /** The files the top-level `include:` read, nested ones included, in the order read. */
+  readonly includes?: readonly string[]
+  /**
+   * sha256 prefix (12 hex digits) of the file, or of the file and every included file and
+   * operator preset read with it (load.ts): `egressd_config_info{hash}`. Absent for a
+   * Config built in memory.
+   */
+  readonly hash?: string
 }
 
 export type { GroupConfig, GroupMode } from '../policy/types.js'

@@ -46,6 +46,21 @@ export class YamlReader {
     this.add(line, col, message)
   }
 
+  /** Takes the problems found in another file (a preset, an included file), within MAX_ERRORS. */
+  adopt(other: YamlReader): void {
+    for (const e of other.errors) {
+      if (this.errors.length >= MAX_ERRORS) this.unlisted++
+      else this.errors.push(e)
+    }
+    this.unlisted += other.unlisted
+  }
+
+  /** One problem found outside this file's text (a preset that cannot be read), within MAX_ERRORS. */
+  adoptError(e: ConfigError): void {
+    if (this.errors.length >= MAX_ERRORS) this.unlisted++
+    else this.errors.push(e)
+  }
+
   private add(line: number, col: number, message: string): void {
     if (this.errors.length >= MAX_ERRORS) this.unlisted++
     else this.errors.push(new ConfigError(this.file, line, col, message))
@@ -53,11 +68,14 @@ export class YamlReader {
 
   /**
    * The errors to report, in file order (they are collected section by section;
-   * operators read them top to bottom); past MAX_ERRORS a last line says how many more
-   * were found, at the position of the last one listed.
+   * operators read them top to bottom): this file's first, then each other file's (presets,
+   * included files) in the order they were read; past MAX_ERRORS a last line says how
+   * many more were found, at the position of the last one listed.
    */
   report(): ConfigError[] {
-    const out = [...this.errors].sort((a, b) => (a.file === b.file ? a.line - b.line || a.col - b.col : 0))
+    const rank = new Map<string, number>([[this.file, 0]])
+    for (const e of this.errors) if (!rank.has(e.file)) rank.set(e.file, rank.size)
+    const out = [...this.errors].sort((a, b) => rank.get(a.file)! - rank.get(b.file)! || a.line - b.line || a.col - b.col)
     if (this.unlisted > 0) {
       const last = out[out.length - 1]!
       out.push(new ConfigError(this.file, last.line, last.col, `${this.unlisted} more problems not listed (at most ${MAX_ERRORS} are)`))
@@ -65,8 +83,11 @@ export class YamlReader {
     return out
   }
 
-  /** A mapping's values by key; unknown keys are errors with a did-you-mean hint. */
-  map(node: Node | null | undefined, path: string, known: readonly string[]): Map<string, Node | null> {
+  /**
+   * A mapping's values by key; unknown keys are errors with a did-you-mean hint, or with
+   * `misplaced(key)` when it has something better to say (a key of another file kind).
+   */
+  map(node: Node | null | undefined, path: string, known: readonly string[], misplaced?: (key: string) => string | undefined): Map<string, Node | null> {
     const out = new Map<string, Node | null>()
     if (node === null || node === undefined) return out
     if (!isMap(node)) {
@@ -78,6 +99,11 @@ export class YamlReader {
       const key = isScalar(keyNode) ? String(keyNode.value) : ''
       const full = path ? `${path}.${key}` : key
       if (!known.includes(key)) {
+        const elsewhere = misplaced?.(full)
+        if (elsewhere !== undefined) {
+          this.error(keyNode, elsewhere)
+          continue
+        }
         const hint = didYouMean(key, known)
         this.error(keyNode, `unknown key ${quote(full)}` + (hint ? `; did you mean "${path ? path + '.' : ''}${hint}"?` : `; known keys here: ${known.join(', ')}`))
         continue

@@ -20,7 +20,7 @@ export interface CompiledConfig {
   readonly decider: Decider
   readonly dns: DnsPolicy
   readonly sni: SniPolicy
-  /** sha256 prefix of the file as read: `egressd_config_info{hash}`. */
+  /** sha256 prefix of the file and what it includes, as read: `egressd_config_info{hash}`. */
   readonly hash: string
 }
 
@@ -38,7 +38,7 @@ export function compileConfig(config: Config, previous?: CompiledConfig | null):
     decider,
     dns: { settings: config.dns, decider, rebindExempt: exempt.length > 0 ? compilePolicy(exempt) : null },
     sni: { settings: config.sni, decider },
-    hash: fileHash(config.file),
+    hash: config.hash ?? fileHash(config.file),
   }
 }
 

@@ -17,7 +17,7 @@ export interface PolicyEntry {
   readonly entry: string
   /** Ports for the firewall sink; `[443/tcp]` when the entry named none. */
   readonly ports: readonly PortSpec[]
-  /** Where it was written, for explanations: `egressd.yaml:12:5` or `preset dt-cloud-connector (…:7:5)`. */
+  /** Where it was written, for explanations: `egressd.yaml:12:5`, `allow.d/site.yaml:3:5` or `preset dt-cloud-connector (/…/dt-cloud-connector.yaml:7:5)`. */
   readonly source: string
 }
 

@@ -1,15 +1,16 @@
 /**
- * Configuration warnings: entries that change nothing. Pure; run at load and reload,
- * never per query.
+ * Configuration warnings: entries that change nothing, and names that cannot exist.
+ * Pure; run at load and reload, never per query.
  */
+import { domainToASCII, domainToUnicode } from 'node:url'
 import { expandPattern } from './pattern.js'
 import { formatPort, type PolicyEntry, type PortSpec } from './types.js'
 
 export interface PolicyWarning {
   /** The entry that changes nothing (the later of two duplicates, the narrower of two rules). */
   entryIndex: number
-  kind: 'duplicate' | 'shadowed'
-  /** Names the other entry and its source. */
+  kind: 'duplicate' | 'shadowed' | 'impossible'
+  /** Names the other entry and its source, or the label that cannot exist. */
   message: string
 }
 
@@ -17,8 +18,9 @@ export interface PolicyWarning {
  * Duplicates (the same normalized name, wildcard or not, with the same action), and
  * names that a wildcard of the same action already covers: `api.example.com` or
  * `*.api.example.com` under `*.example.com`. A narrower allow rule with other ports is
- * not shadowed: it decides which ports the firewall sink opens. Entries that do not
- * parse are skipped; compilePolicy reports them.
+ * not shadowed: it decides which ports the firewall sink opens. Names no one can
+ * register (impossibleLabel) are reported once per entry. Entries that do not parse are
+ * skipped; compilePolicy reports them.
  */
 export function findWarnings(entries: readonly PolicyEntry[]): PolicyWarning[] {
   const expanded = entries.map((e) => {
@@ -45,6 +47,13 @@ export function findWarnings(entries: readonly PolicyEntry[]): PolicyWarning[] {
     const x = expanded[i]
     if (x === null || x === undefined) continue
     const e = entries[i]!
+    for (const name of x.names) {
+      const why = impossibleLabel(name)
+      if (why === null) continue
+      const more = x.names.length > 1 ? ` (in "${x.wildcard ? '*.' : ''}${name}")` : ''
+      out.push({ entryIndex: i, kind: 'impossible', message: `"${e.entry}"${more}: ${why}` })
+      break
+    }
     const dup = new Tally()
     const shadow = new Tally()
     for (const name of x.names) {
@@ -78,6 +87,34 @@ export function findWarnings(entries: readonly PolicyEntry[]): PolicyWarning[] {
     }
   }
   return out
+}
+
+/**
+ * Why no real host name has a label of `name` (normalized: lowercase, punycode), or null.
+ * A label that starts or ends with "-" is refused by every registry (RFC 952, RFC 1123,
+ * and RFC 5891 for IDNs); an `xn--` label must be the punycode of a Unicode label,
+ * which the round trip through node:url's IDNA conversion checks (`xn--abc` decodes to
+ * nothing; `xn--zz-` decodes to plain `zz`, which is never written as xn--).
+ */
+export function impossibleLabel(name: string): string | null {
+  // Cheap first: at 1 M entries almost no name has either.
+  if (name.indexOf('-') === -1) return null
+  let start = 0
+  for (;;) {
+    const dot = name.indexOf('.', start)
+    const end = dot === -1 ? name.length : dot
+    if (end > start) {
+      const label = name.slice(start, end)
+      if (label.charCodeAt(0) === 0x2d) return `label "${label}" starts with a hyphen: no host name can have one`
+      if (label.charCodeAt(label.length - 1) === 0x2d) return `label "${label}" ends with a hyphen: no host name can have one`
+      if (label.startsWith('xn--')) {
+        const unicode = domainToUnicode(label)
+        if (unicode === '' || domainToASCII(unicode) !== label) return `label "${label}" is not valid punycode: no internationalized name is written so`
+      }
+    }
+    if (dot === -1) return null
+    start = dot + 1
+  }
 }
 
 /** The first offending name of an entry, the entry it collides with, and how many more. */

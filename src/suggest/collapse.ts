@@ -2,9 +2,10 @@
  * Turns observed names into allow entries: exact names, and `*.parent` where at least
  * `threshold` distinct siblings were seen under one parent that lies at or below a
  * registrable domain. Never at or above a public suffix (`*.com`, `*.co.uk`,
- * `*.github.io`): tldts with the private-domain section decides. Pure.
+ * `*.github.io`): the same rule the configuration loader applies to allow entries
+ * (src/policy/public-suffix.ts). Pure.
  */
-import { getDomain } from 'tldts'
+import { wildcardOverPublicSuffix } from '../policy/public-suffix.js'
 import type { Observation } from './observe.js'
 
 export interface Proposal {
@@ -22,9 +23,7 @@ export interface Proposal {
 
 /** Whether `*.parent` may be proposed: parent is a registrable domain or below one. */
 export function collapsible(parent: string): boolean {
-  if (!parent.includes('.')) return false
-  const domain = getDomain(parent, { allowPrivateDomains: true })
-  return domain !== null && (parent === domain || parent.endsWith('.' + domain))
+  return parent.includes('.') && wildcardOverPublicSuffix(parent) === null
 }
 
 /** The base of a proposal's parent: `a.b.c` → `b.c`, `*.b.c` → `c`; null at the top. */

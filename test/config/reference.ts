@@ -25,7 +25,7 @@ export function rows(schema: Schema, prefix = ''): Row[] {
       continue
     }
     out.push({ key: path, default: defaultText(f), allowed: allowedText(f), doc: f.doc })
-    if (f.kind === 'groups') out.push(...rows(f.item, `${path}[].`))
+    if ((f.kind === 'groups' || f.kind === 'entries') && f.item !== undefined) out.push(...rows(f.item, `${path}[].`))
   }
   return out
 }
@@ -50,6 +50,7 @@ export function defaultText(f: Field): string {
     case 'ports':
       return `[${f.default.map(formatPort).join(', ')}]`
     case 'entries':
+    case 'include':
     case 'presets':
     case 'groups':
     case 'section':
@@ -70,7 +71,7 @@ function allowedText(f: Field): string {
     case 'text':
       return 'text'
     case 'hostports':
-      return 'list of ip:port'
+      return f.defaultPort === undefined ? 'list of ip:port' : `list of ip or ip:port (port ${f.defaultPort} when left out)`
     case 'hostport?':
       return 'ip:port or null'
     case 'cidrs':
@@ -78,7 +79,9 @@ function allowedText(f: Field): string {
     case 'ports':
       return 'list of N/tcp, N/udp'
     case 'entries':
-      return 'list of patterns or {name, ports}'
+      return 'list of patterns or {name, ports, public_suffix}'
+    case 'include':
+      return 'list of files or globs'
     case 'presets':
       return 'list of preset names'
     case 'groups':

@@ -81,13 +81,14 @@ t.test('an empty file yields the schema\'s defaults, key by key', async (t) => {
   }
   let n = 0
   for (const leaf of leaves(configSchema.fields)) {
-    // The top-level allow/deny become Config.policy; upstreams [] means resolv.conf.
-    if (leaf.yaml === 'allow' || leaf.yaml === 'deny' || leaf.yaml === 'dns.upstreams') continue
+    // The top-level allow/deny/include become Config.policy; upstreams [] means resolv.conf.
+    if (leaf.yaml === 'allow' || leaf.yaml === 'deny' || leaf.yaml === 'include' || leaf.yaml === 'dns.upstreams') continue
     t.equal(show(leaf.field, get(config, leaf.js)), defaultText(leaf.field), leaf.yaml)
     n++
   }
   t.ok(n >= 35, `${n} defaults compared`)
   t.same(config.dns.upstreams, [{ host: '192.0.2.53', port: 53, family: 4 }], 'upstreams: [] reads resolv.conf')
+  t.same(config.includes, [], 'include: [] reads no file')
 })
 
 t.test('config/egressd.yaml shows the defaults (presets aside)', async (t) => {
