@@ -23,42 +23,8 @@ export class BlockedNames {
   constructor(registry: Registry, max: number, maxClients = 256) {
     const protocols = (this.protocols = { dns: new Generations(max), sni: new Generations(max) })
     const clients = (this.clients = { dns: new Generations(maxClients), sni: new Generations(maxClients) })
-    const byClient = new Gauge({
-      name: 'egressd_client_blocked_total',
-      help: 'Blocked DNS queries and TLS connections by protocol and client address; per protocol, clients not seen lately beyond metrics.blocked_clients_max are counted under "_other".',
-      labelNames: ['protocol', 'client'],
-      registers: [],
-      collect() {
-        this.reset()
-        for (const protocol of ['dns', 'sni'] as const) {
-          const g = clients[protocol]
-          for (const generation of [g.old, g.young]) {
-            for (const [client, n] of generation) this.set({ protocol, client }, n)
-          }
-          this.set({ protocol, client: OTHER }, g.other)
-        }
-      },
-    })
-    ;(byClient as unknown as { type: string }).type = 'counter'
-    registry.registerMetric(byClient)
-    const gauge = new Gauge({
-      name: 'egressd_blocked_total',
-      help: 'Blocked DNS queries and TLS connections by protocol and name; per protocol, names not seen lately beyond metrics.blocked_names_max are counted under "_other".',
-      labelNames: ['protocol', 'name'],
-      registers: [],
-      collect() {
-        this.reset()
-        for (const protocol of ['dns', 'sni'] as const) {
-          const g = protocols[protocol]
-          for (const generation of [g.old, g.young]) {
-            for (const [name, n] of generation) this.set({ protocol, name }, n)
-          }
-          this.set({ protocol, name: OTHER }, g.other)
-        }
-      },
-    })
-    ;(gauge as unknown as { type: string }).type = 'counter'
-    registry.registerMetric(gauge)
+    registry.registerMetric(generationsCounter('egressd_client_blocked_total', 'Blocked DNS queries and TLS connections by protocol and client address; per protocol, clients not seen lately beyond metrics.blocked_clients_max are counted under "_other".', 'client', clients))
+    registry.registerMetric(generationsCounter('egressd_blocked_total', 'Blocked DNS queries and TLS connections by protocol and name; per protocol, names not seen lately beyond metrics.blocked_names_max are counted under "_other".', 'name', protocols))
   }
 
   /** `client` is the device's address as its socket reported it ('' when the socket had gone). */
@@ -78,6 +44,31 @@ export class BlockedNames {
   get size(): number {
     return this.protocols.dns.size + this.protocols.sni.size
   }
+}
+
+/**
+ * A counter with one series per key kept in `generations` (per protocol), computed at
+ * scrape time; prom-client has no counter with `collect`, so it is a Gauge typed counter.
+ */
+function generationsCounter(name: string, help: string, label: 'name' | 'client', generations: Record<BlockProtocol, Generations>): Gauge {
+  const gauge = new Gauge({
+    name,
+    help,
+    labelNames: ['protocol', label],
+    registers: [],
+    collect() {
+      this.reset()
+      for (const protocol of ['dns', 'sni'] as const) {
+        const g = generations[protocol]
+        for (const generation of [g.old, g.young]) {
+          for (const [key, n] of generation) this.set({ protocol, [label]: key }, n)
+        }
+        this.set({ protocol, [label]: OTHER }, g.other)
+      }
+    },
+  })
+  ;(gauge as unknown as { type: string }).type = 'counter'
+  return gauge
 }
 
 /**

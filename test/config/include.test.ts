@@ -192,7 +192,7 @@ t.test('presets: the local directory first, then the shipped one; errors and sou
   t.not(config.hash, sha('presets: [vendor, dt-cloud-connector-gen2, dt-cloud-connector]\n'), 'operator presets are hashed')
   const shipped = tree({ 'e.yaml': 'presets: [dt-cloud-connector]\n' })
   t.equal(loadConfig(join(shipped, 'e.yaml'), { ...opts, localPresetsDir: local }).config.hash, sha('presets: [dt-cloud-connector]\n'), 'shipped presets are not: the version label names them')
-  t.match(errorsOf(join(dir, 'e.yaml')), [/unknown preset "vendor"; known presets: dt-cloud-connector, dt-cloud-connector-gen2, dt-cloud-connector-wildcards$/], 'without the local directory')
+  t.match(errorsOf(join(dir, 'e.yaml')), [/unknown preset "vendor"; known presets: balena-device, dt-cloud-connector, dt-cloud-connector-gen2, dt-cloud-connector-wildcards$/], 'without the local directory')
 })
 
 t.test('a reload re-reads included files and reports the new hash', async (t) => {

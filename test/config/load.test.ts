@@ -1,4 +1,5 @@
 import t from 'tap'
+import { readFileSync } from 'node:fs'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -49,7 +50,9 @@ t.test('the embedded default configuration loads with its preset', async (t) => 
   t.ok(names.includes('ccon-manager.prod.disruptive-technologies.com'))
   const ntp = config.policy.find((e) => e.entry === 'time{1,2,3,4}.google.com')
   t.same(ntp?.ports, [{ port: 123, proto: 'udp' }])
-  t.equal(ntp?.source, `preset dt-cloud-connector-gen2 (${join(PRESETS_DIR, 'dt-cloud-connector-gen2.yaml')}:11:13)`, 'the full path: a preset may come from /etc/egressd/presets')
+  const file = join(PRESETS_DIR, 'dt-cloud-connector-gen2.yaml')
+  const line = readFileSync(file, 'utf8').split('\n').findIndex((l) => l.includes('- { name: "time{1,2,3,4}.google.com"')) + 1
+  t.equal(ntp?.source, `preset dt-cloud-connector-gen2 (${file}:${line}:13)`, 'the full path: a preset may come from /etc/egressd/presets')
 })
 
 t.test('presets ship with the guide ports', async (t) => {

@@ -2,12 +2,10 @@
 // compiled policy (a bad file keeps the old one), concurrent reloads coalesce, stop is
 // idempotent and releases every socket.
 import t from 'tap'
+import { captureLog } from '../helpers/capture-log.js'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { pino } from 'pino'
-import type { Logger } from '../../src/log/logger.js'
-import { Writable } from 'node:stream'
 import { Daemon, StartError } from '../../src/daemon/daemon.js'
 import { ConfigErrors } from '../../src/errors.js'
 import { fakeUpstream, query, udpExchange, decode } from '../dns/helpers.js'
@@ -30,16 +28,7 @@ function configText(allow: string[], extra = ''): string {
   ].join('\n')
 }
 
-function capture(): { log: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = []
-  const sink = new Writable({
-    write(chunk, _enc, cb) {
-      for (const line of String(chunk).split('\n')) if (line !== '') lines.push(JSON.parse(line))
-      cb()
-    },
-  })
-  return { log: pino({ level: 'info' }, sink) as unknown as Logger, lines }
-}
+const capture = () => captureLog('info')
 
 async function rcode(port: number, name: string): Promise<string> {
   const reply = await udpExchange(port, query(name, 'A'))

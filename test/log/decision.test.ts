@@ -2,24 +2,13 @@
 // writeDecision parses back into the same DecisionEvent, and the lines the real DNS
 // service and SNI proxy write parse back too, with the fields each protocol promises.
 import t from 'tap'
-import { Writable } from 'node:stream'
-import { pino } from 'pino'
-import type { Logger } from '../../src/log/logger.js'
+import { captureLog } from '../helpers/capture-log.js'
 import { DECISION_PROTOCOLS, DECISION_VERDICTS, parseDecision, writeDecision, type DecisionEvent } from '../../src/log/decision.js'
 import { allow, deny, fakeUpstream, makeConfig, query, standardZone, startService, udpExchange } from '../dns/helpers.js'
 import { buildClientHello } from '../helpers/client-hello-builder.js'
 import { fakeResolver, rawExchange, startProxy, startRawUpstream } from '../sni/harness.js'
 
-function capture(): { log: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = []
-  const sink = new Writable({
-    write(chunk, _enc, cb) {
-      for (const line of String(chunk).split('\n')) if (line !== '') lines.push(JSON.parse(line))
-      cb()
-    },
-  })
-  return { log: pino({ level: 'debug' }, sink) as unknown as Logger, lines }
-}
+const capture = () => captureLog('debug')
 
 const flush = () => new Promise((r) => setImmediate(r))
 
