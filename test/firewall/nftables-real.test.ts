@@ -11,7 +11,7 @@ import { captureLogger, execFileP, listSet, probeNetns, rule } from './helpers.j
 const probe = await probeNetns()
 if (!probe.ok) {
   t.comment(`skipping real-nft tests: ${probe.reason}`)
-  t.pass(`skipped: ${probe.reason}`)
+  t.pass(`skipped: ${probe.reason}`, { skip: probe.reason })
 } else {
   const ns = `egressd-test-${process.pid}`
   await execFileP('ip', ['netns', 'add', ns])
