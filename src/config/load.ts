@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
-import { basename, join } from 'node:path'
+import { basename, dirname, isAbsolute, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isMap, isScalar, Scalar, type Node } from 'yaml'
 import { ConfigError, ConfigErrors } from '../errors.js'
@@ -10,7 +11,7 @@ import { didYouMean } from './did-you-mean.js'
 import { parseCidr, parseHostPort } from './net.js'
 import { readResolvConf } from './resolv-conf.js'
 import { DEFAULT_REPORT_PORTS, groupWarnings } from './groups.js'
-import type { Cidr, Config, GroupConfig, GroupMode, HostPort } from './types.js'
+import type { Cidr, Config, GroupConfig, GroupMode, HostPort, UiConfig } from './types.js'
 import { describe, YamlReader } from './yaml-reader.js'
 
 /** Shipped next to dist/ and src/: both are two levels below the package root. */
@@ -50,7 +51,7 @@ export function loadConfig(file: string, options: LoadOptions = {}): LoadedConfi
 export function parseConfig(file: string, text: string, options: LoadOptions = {}): LoadedConfig {
   const r = new YamlReader(file, text)
   if (r.errors.length > 0) throw new ConfigErrors(r.errors)
-  const top = r.map(r.root, '', ['dns', 'sni', 'metrics', 'firewall', 'log', 'presets', 'allow', 'deny', 'mode', 'report', 'report_ports', 'groups'])
+  const top = r.map(r.root, '', ['dns', 'sni', 'metrics', 'firewall', 'log', 'presets', 'allow', 'deny', 'mode', 'report', 'report_ports', 'groups', 'ui'])
 
   const dnsKeys = r.map(top.get('dns'), 'dns', [
     'listen', 'upstreams', 'block_response', 'rebind_protection', 'rebind_exempt', 'clients',
@@ -66,6 +67,7 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
   const firewallKeys = r.map(top.get('firewall'), 'firewall', ['nftables'])
   const nftKeys = r.map(firewallKeys.get('nftables'), 'firewall.nftables', ['enabled', 'table', 'grace_seconds'])
   const logKeys = r.map(top.get('log'), 'log', ['level'])
+  const uiKeys = r.map(top.get('ui'), 'ui', ['enabled', 'token_file', 'events_max', 'clients_max'])
 
   const upstreamsNode = dnsKeys.get('upstreams')
   let upstreams = hostPorts(r, upstreamsNode, 'dns.upstreams', [])
@@ -141,6 +143,7 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
     report,
     reportPorts,
     groups,
+    ui: uiConfig(r, uiKeys, file),
   }
   if (config.dns.rateLimit.qps > 0 && config.dns.rateLimit.burst < 1) r.error(rateKeys.get('burst'), 'dns.rate_limit.burst must be at least 1')
   if (r.errors.length > 0) throw new ConfigErrors(inFileOrder(r.errors))
@@ -337,4 +340,35 @@ function portList(r: YamlReader, node: Node | null | undefined, path: string): P
   }
   if (out.length === 0 && r.list(node, path).length === 0) r.error(node, `${path} is empty; leave it out for the default [443/tcp]`)
   return out
+}
+
+/** Shortest token accepted from `ui.token_file`: 16 characters (128 bits as hex). */
+const MIN_TOKEN = 16
+
+/**
+ * `ui:` (the status page, src/ui). The token file is read here, so `validate` and a
+ * reload report an unreadable or short token at its line; only its sha256 is kept.
+ * A relative path is taken from the configuration file's directory.
+ */
+function uiConfig(r: YamlReader, keys: Map<string, Node | null>, file: string): UiConfig {
+  const node = keys.get('token_file')
+  const tokenFile = node === undefined || node === null || (isScalar(node) && (node.value === null || node.value === '')) ? null : r.string(node, 'ui.token_file')
+  let tokenSha256: string | null = null
+  if (tokenFile !== null) {
+    const path = isAbsolute(tokenFile) ? tokenFile : join(dirname(file), tokenFile)
+    try {
+      const token = readFileSync(path, 'utf8').trim()
+      if (token.length < MIN_TOKEN) r.error(node, `ui.token_file ${path} holds ${token.length} characters; a token needs at least ${MIN_TOKEN} (e.g. openssl rand -hex 32)`)
+      else tokenSha256 = createHash('sha256').update(token).digest('hex')
+    } catch (e) {
+      r.error(node, `ui.token_file: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+    }
+  }
+  return {
+    enabled: r.bool(keys.get('enabled'), 'ui.enabled', true),
+    tokenFile,
+    tokenSha256,
+    eventsMax: r.int(keys.get('events_max'), 'ui.events_max', 2000, 100, 100_000),
+    clientsMax: r.int(keys.get('clients_max'), 'ui.clients_max', 8, 1, 32),
+  }
 }

@@ -57,6 +57,19 @@ export interface SniConfig {
   readonly shutdownGraceMs: number
 }
 
+/** The status page on the metrics listener (src/ui); see src/ui/README.md for access rules. */
+export interface UiConfig {
+  readonly enabled: boolean
+  /** Path of the bearer token file, as written; null when none is configured. */
+  readonly tokenFile: string | null
+  /** sha256 of the token (file content, surrounding whitespace removed); never the token itself. */
+  readonly tokenSha256: string | null
+  /** Decision events kept in memory for the page and /api/events. */
+  readonly eventsMax: number
+  /** Live event streams open at once; one more is answered 503. */
+  readonly clientsMax: number
+}
+
 export interface Config {
   /** Path of the file this came from, as given. */
   readonly file: string
@@ -88,6 +101,8 @@ export interface Config {
   readonly reportPorts?: readonly PortSpec[]
   /** Named groups in file order; a client takes the first whose `clients` contain it. */
   readonly groups?: readonly GroupConfig[]
+  /** Optional so hand-built Configs (tests) stay valid: absent means the defaults of src/ui. */
+  readonly ui?: UiConfig
 }
 
 export type { GroupConfig, GroupMode } from '../policy/types.js'
