@@ -172,7 +172,6 @@ t.test('names and SNI crafted as markup are shown as text and never run', { skip
   const dnsNames = ['<img\\032src=x\\032onerror=__pwned=1;alert(1)>.inject.example', '<script>__pwned=2</script>.inject.example', '<svg/onload=__pwned=3>.inject.example']
   for (const n of dnsNames) t.equal((await dig('dig', dnsPort, [n])).status, 'NXDOMAIN', `dig ${n}`)
   await hello(sniPort, '<img/src=x/onerror=__pwned=4>')
-  await page.locator('#events td.name', { hasText: '__pwned=4' }).waitFor({ timeout: 10_000 })
   await rows(page).nth(3).waitFor({ timeout: 10_000 })
 
   const names = await nameCells(page)
