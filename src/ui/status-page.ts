@@ -36,6 +36,14 @@ export interface StatusPageDeps {
 
 /** /api/events returns at most this many per call (the ring may hold up to 100 000). */
 const EVENTS_PAGE_MAX = 5_000
+/**
+ * The proposal is computed at most this often, over at most the newest PROPOSAL_EVENTS
+ * events, and shared by every page: one computation over 2 000 distinct names took
+ * 15-50 ms on the loaded test machine, so five pages asking every 3 s each would
+ * otherwise cost more than the DNS traffic they watch (bench/RESULTS.md, status page).
+ */
+const PROPOSAL_MIN_INTERVAL_MS = 5_000
+const PROPOSAL_EVENTS = 5_000
 const TOP_N = 10
 
 export class StatusPage {
@@ -50,6 +58,7 @@ export class StatusPage {
   private sampler: NodeJS.Timeout | null = null
   private last: Reading | null = null
   private readonly files = new StaticFiles()
+  private proposalCache: { yaml: string; seq: number; at: number; compiled: CompiledConfig } | null = null
 
   constructor(
     compiled: CompiledConfig,
@@ -212,9 +221,20 @@ export class StatusPage {
     this.hub.open(req, res, backlog)
   }
 
+  /** The proposal and the newest event it covers (`x-egressd-seq`: a page behind it asks again later). */
   private proposal(res: ServerResponse): void {
-    const yaml = proposalYaml(this.ring.since(0), this.compiled)
-    res.writeHead(200, { 'content-type': 'text/yaml; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }).end(yaml)
+    const now = this.now()
+    let c = this.proposalCache
+    const stale = c === null || c.compiled !== this.compiled || (c.seq !== this.ring.lastSeq && now - c.at >= PROPOSAL_MIN_INTERVAL_MS)
+    if (stale) {
+      c = this.proposalCache = { yaml: proposalYaml(this.ring.since(0, PROPOSAL_EVENTS), this.compiled), seq: this.ring.lastSeq, at: now, compiled: this.compiled }
+    }
+    res.writeHead(200, {
+      'content-type': 'text/yaml; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      'x-egressd-seq': String(c!.seq),
+    }).end(c!.yaml)
   }
 }
 

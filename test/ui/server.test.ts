@@ -24,9 +24,10 @@ function config(listen: string, ui: Partial<UiConfig> = {}): Config {
 }
 
 /** A StatusPage on a real listener bound to 127.0.0.1:0, whatever address the config names (access follows the config). */
-async function serve(t: Test, cfg: Config) {
+async function serve(t: Test, cfg: Config, now?: () => number) {
   const registry = new Registry()
   const page = new StatusPage(compileConfig(cfg), {
+    now,
     registry,
     log: pino({ level: 'silent' }),
     sources: { listeners: () => ({ dns: [], sni: [], metrics: null }), firewall: () => null },
@@ -213,4 +214,25 @@ t.test('a failed reload is shown with its errors until the next good one', async
   page.apply(compileConfig(config('127.0.0.1:9153')))
   state = (await (await fetch(`${base}/api/state`)).json()) as typeof state
   t.equal(state.reload.ok, true)
+})
+
+t.test('the proposal is shared and recomputed at most every 5 s; its header says which event it covers', async (t) => {
+  let clock = 1_000_000
+  const { page, base } = await serve(t, config('127.0.0.1:9153'), () => clock)
+  page.tap(blocked('one.example'))
+  const first = await fetch(`${base}/api/proposal`)
+  t.equal(first.headers.get('x-egressd-seq'), '1')
+  t.match(await first.text(), /"one\.example"/)
+  page.tap(blocked('two.example'))
+  clock += 4_000
+  const cached = await fetch(`${base}/api/proposal`)
+  t.equal(cached.headers.get('x-egressd-seq'), '1', 'within 5 s: the same proposal')
+  t.notMatch(await cached.text(), /two\.example/)
+  clock += 1_000
+  const fresh = await fetch(`${base}/api/proposal`)
+  t.equal(fresh.headers.get('x-egressd-seq'), '2')
+  t.match(await fresh.text(), /"two\.example"/)
+  page.apply(compileConfig({ ...config('127.0.0.1:9153'), policy: [{ action: 'allow', entry: 'two.example', ports: [{ port: 443, proto: 'tcp' }], source: 'test' }] }))
+  const reloaded = await (await fetch(`${base}/api/proposal`)).text()
+  t.notMatch(reloaded, /- "two\.example"/, 'a reload recomputes at once: a name now allowed is left out')
 })

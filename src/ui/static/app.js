@@ -271,7 +271,10 @@ function renderTops() {
 async function loadProposal() {
   ui.proposalDirty = false
   try {
-    $('proposal').textContent = await (await api('/api/proposal')).text()
+    const res = await api('/api/proposal')
+    // The server recomputes it at most every 5 s: behind our newest event, ask again.
+    if (Number(res.headers.get('x-egressd-seq')) < ui.lastSeq) ui.proposalDirty = true
+    $('proposal').textContent = await res.text()
   } catch (e) {
     $('proposal').textContent = '# could not load: ' + e.message
   }
