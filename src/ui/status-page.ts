@@ -71,7 +71,10 @@ export class StatusPage {
     this.hub = new SseHub(this.ui.clientsMax)
     this.startedAt = this.now()
     this.reload = { at: this.startedAt, ok: true, errors: [] }
-    this.ring.subscribe((e) => this.hub.publish(frame('decision', JSON.stringify(e), e.seq)))
+    // Serialised once for all pages, and only when a page is open.
+    this.ring.subscribe((e) => {
+      if (this.hub.size > 0) this.hub.publish(frame('decision', JSON.stringify(e), e.seq))
+    })
   }
 
   /**
@@ -94,7 +97,7 @@ export class StatusPage {
           if (this.last !== null) {
             const s = rates(this.last, reading)
             this.samples.add(s)
-            this.hub.publish(frame('sample', JSON.stringify(s)))
+            if (this.hub.size > 0) this.hub.publish(frame('sample', JSON.stringify(s)))
           }
           this.last = reading
         },

@@ -408,5 +408,10 @@ function renderCharts() {
   $('charts').replaceChildren(...charts)
 }
 
+// Uptime, stream counts and the firewall's element count change without an event.
+setInterval(() => {
+  if (!$('main').hidden) refreshState()
+}, 30000)
+
 takeTokenFromFragment()
 start()
