@@ -12,6 +12,14 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import { dig, fakeUpstream, hasTool } from '../dns/helpers.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
 import { buildClientHello } from '../helpers/client-hello-builder.js'
+import { createHash } from 'node:crypto'
+import { pino } from 'pino'
+import { Registry } from 'prom-client'
+import { compileConfig } from '../../src/daemon/compiled-config.js'
+import { MetricsServer } from '../../src/metrics/server.js'
+import { UI_DEFAULTS } from '../../src/ui/access.js'
+import { StatusPage } from '../../src/ui/status-page.js'
+import { hostPort, makeConfig } from '../dns/helpers.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const skip = !existsSync(CHROMIUM)
@@ -186,4 +194,44 @@ t.test('names and SNI crafted as markup are shown as text and never run', { skip
   t.same(dialogs, [], 'no dialog opened')
   const yaml = (await page.locator('#proposal').textContent()) ?? ''
   t.notMatch(yaml, /pwned/, 'names that are not host names are never proposed')
+})
+
+t.test('on a non-loopback listener the page asks for the token, refuses a wrong one, and works with the right one', { skip: existsSync(CHROMIUM) ? false : skip }, async (t) => {
+  // The page and API in-process: the configuration names a management address (so the
+  // token applies), the socket is bound on loopback (so no traffic leaves the host).
+  const token = 'k'.repeat(24)
+  const config = { ...makeConfig(), metrics: { listen: hostPort('192.0.2.10:9153'), blockedNamesMax: 10 }, ui: { ...UI_DEFAULTS, tokenFile: 'ui.token', tokenSha256: createHash('sha256').update(token).digest('hex') } }
+  const registry = new Registry()
+  const status = new StatusPage(compileConfig(config), { registry, log: pino({ level: 'silent' }), sources: { listeners: () => ({ dns: [], sni: [], metrics: '192.0.2.10:9153' }), firewall: () => null } })
+  const http = new MetricsServer(registry, hostPort('127.0.0.1:0'), status.routes())
+  await http.start()
+  await status.start()
+  t.teardown(async () => {
+    await status.stop()
+    await http.stop()
+  })
+  status.tap({ protocol: 'dns', client: '10.9.9.9', name: 'before.example', type: 'A', verdict: 'blocked', rule: null, reason: 'not_allowed', group: 'default', mode: 'enforce' })
+  const base = `http://127.0.0.1:${http.address!.port}/`
+  const ctx = await browser(t)
+  const page = await ctx.newPage()
+  await page.goto(base)
+  await page.locator('#token-form').waitFor({ timeout: 10_000 })
+  t.equal(await page.locator('#main').isHidden(), true, 'no data before the token')
+  await page.fill('#token', 'wrong-token-wrong-token')
+  await page.click('#token-form button')
+  await page.locator('#token-error', { hasText: 'not accepted' }).waitFor({ timeout: 10_000 })
+  await page.fill('#token', token)
+  await page.click('#token-form button')
+  await page.locator('#live', { hasText: 'live' }).waitFor({ timeout: 10_000 })
+  t.same(await nameCells(page), ['before.example'], 'the ring is shown once the token is accepted')
+  status.tap({ protocol: 'sni', client: '10.9.9.9', name: 'after.example', verdict: 'blocked', rule: null, reason: 'not_allowed', group: 'default', mode: 'enforce' })
+  await page.locator('#events td.name', { hasText: 'after.example' }).waitFor({ timeout: 10_000 })
+  t.pass('the live stream carries the token too')
+
+  // A link with #token=… opens the page directly and drops the token from the address bar.
+  const second = await ctx.newPage()
+  await second.goto(`${base}#token=${token}`)
+  await second.locator('#live', { hasText: 'live' }).waitFor({ timeout: 10_000 })
+  t.equal(new URL(second.url()).hash, '', 'the fragment is removed')
+  t.equal(await second.locator('#events tbody tr.event').count(), 2)
 })
