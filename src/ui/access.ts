@@ -31,6 +31,20 @@ export function isLoopback(host: string): boolean {
 }
 
 /**
+ * Whether a request's Host header names this host by a loopback address or `localhost`
+ * (with any port). On an open (loopback) listener anything else is refused: a web page
+ * whose name an attacker re-points at 127.0.0.1 (DNS rebinding) would otherwise read the
+ * API as same-origin from the operator's own browser.
+ */
+export function hostHeaderIsLoopback(host: string | undefined): boolean {
+  if (host === undefined) return false
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:]+)(:\d{1,5})?$/.exec(host)
+  if (m === null) return false
+  const name = m[1]!.replace(/^\[|\]$/g, '')
+  return isLoopback(name)
+}
+
+/**
  * Whether an `Authorization` header carries the token whose sha256 is `expectedHex`.
  * Both sides are compared as sha256 digests, so the comparison is constant time and of
  * equal length whatever was sent (timingSafeEqual throws on unequal lengths).

@@ -11,7 +11,7 @@ import type { CompiledConfig } from '../daemon/compiled-config.js'
 import type { DecisionEvent, DecisionTap } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import { version } from '../version.js'
-import { accessFor, bearerMatches, UI_DEFAULTS, type Access } from './access.js'
+import { accessFor, bearerMatches, hostHeaderIsLoopback, UI_DEFAULTS, type Access } from './access.js'
 import { EventRing, top, type RingEvent } from './event-ring.js'
 import { proposalYaml } from './proposal.js'
 import { rates, readRegistry, SAMPLE_INTERVAL_MS, SampleRing, type Reading } from './sampler.js'
@@ -151,7 +151,11 @@ export class StatusPage {
   /** Whether the request may go on; otherwise the answer has been sent. */
   private guard(req: IncomingMessage, res: ServerResponse, api: boolean): boolean {
     const access = this.access
-    if (access === 'open') return true
+    if (access === 'open') {
+      if (hostHeaderIsLoopback(req.headers.host)) return true
+      res.writeHead(403, { 'content-type': 'text/plain' }).end('the status page answers only to Host 127.0.0.1, [::1] or localhost on a loopback listener (a guard against DNS rebinding)\n')
+      return false
+    }
     if (access === 'disabled') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; the status page is off (ui.enabled: false)\n')
       return false

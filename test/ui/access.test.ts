@@ -8,7 +8,7 @@ import { parseHostPort } from '../../src/config/net.js'
 import { loadConfig } from '../../src/config/load.js'
 import type { HostPort } from '../../src/config/types.js'
 import { ConfigErrors } from '../../src/errors.js'
-import { accessFor, bearerMatches, describeAccess, isLoopback, UI_DEFAULTS } from '../../src/ui/access.js'
+import { accessFor, bearerMatches, describeAccess, hostHeaderIsLoopback, isLoopback, UI_DEFAULTS } from '../../src/ui/access.js'
 import { createHash } from 'node:crypto'
 import { CLI } from '../helpers/daemon.js'
 
@@ -95,4 +95,9 @@ t.test('validate says whether the page is open, needs the token, or is off', asy
   t.match(await run('metrics:\n  listen: "0.0.0.0:9153"\nui:\n  token_file: ui.token\n'), /status page: http:\/\/0\.0\.0\.0:9153\/, bearer token from ui\.token required/)
   t.match(await run('metrics:\n  listen: "0.0.0.0:9153"\n'), /status page: off at http:\/\/0\.0\.0\.0:9153\/: the listener is not loopback and ui\.token_file is not set/)
   t.match(await run('ui:\n  enabled: false\n'), /status page: off \(ui\.enabled: false\)/)
+})
+
+t.test('on an open listener only loopback Host headers are served (DNS rebinding)', async (t) => {
+  for (const h of ['127.0.0.1:9153', '127.0.0.1', 'localhost:9153', 'LOCALHOST', '[::1]:9153', '[::1]', '127.8.9.10:1']) t.ok(hostHeaderIsLoopback(h), h)
+  for (const h of [undefined, '', 'evil.example:9153', 'evil.example', '127.0.0.1.evil.example', '10.0.0.1:9153', '[::2]:9153', 'localhost.evil:80', '127.0.0.1:9153:1']) t.notOk(hostHeaderIsLoopback(h), String(h))
 })

@@ -4,6 +4,7 @@
  * configured listener (open, bearer token, off, disabled).
  */
 import t, { type Test } from 'tap'
+import { get as httpGet } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
@@ -51,7 +52,7 @@ function rawStream(base: string, read: boolean): Promise<{ sock: Socket; head: P
   const url = new URL(base)
   return new Promise((resolve) => {
     const sock = connect(Number(url.port), '127.0.0.1', () => {
-      sock.write('GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n')
+      sock.write('GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
       let text = ''
       const head = new Promise<string>((done) => {
         const onData = (b: Buffer): void => {
@@ -164,6 +165,15 @@ t.test('access follows the listener: loopback open, elsewhere a bearer token or 
     t.match(res.headers.get('content-security-policy'), /script-src 'self'/)
     t.match(await res.text(), /<title>egressd<\/title>/)
     t.equal((await fetch(`${base}/api/state`)).status, 200)
+    const rebound = await new Promise<number>((resolve, reject) => {
+      // fetch() will not set Host; a raw request can, as a rebound browser would send it.
+      const u = new URL(base)
+      httpGet({ host: '127.0.0.1', port: Number(u.port), path: '/api/state', headers: { host: 'evil.example:9153' } }, (r) => {
+        r.resume()
+        resolve(r.statusCode ?? 0)
+      }).on('error', reject)
+    })
+    t.equal(rebound, 403, 'a foreign Host header is refused')
   })
   t.test('another address with a token file: the page loads, the API needs the token', async (t) => {
     const { base } = await serve(t, config('0.0.0.0:9153', { tokenFile: 'token', tokenSha256: sha(TOKEN) }))
