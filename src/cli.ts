@@ -9,6 +9,7 @@ import { Decider, Decision, VERDICT_ALLOWED, VERDICT_WOULD_BLOCK } from './polic
 import { GroupSet, type CompiledGroup } from './policy/groups.js'
 import { formatPort, type Rule } from './policy/types.js'
 import { Observations } from './suggest/observe.js'
+import { describeAccess, UI_DEFAULTS } from './ui/access.js'
 import { render } from './suggest/render.js'
 import { findDaemons } from './reload-command.js'
 import { version } from './version.js'
@@ -28,6 +29,7 @@ function validate(file: string): number {
       (config.presets.length ? ` (presets: ${config.presets.join(', ')})` : '') +
       (config.mode === 'report' ? '; mode report' : '') +
       (groups.named ? `; groups: ${groups.groups.slice(0, -1).map((g) => `${g.name} (${g.policy.size} rules${g.mode === 'report' ? ', report' : ''})`).join(', ')}` : '') + '\n')
+    process.stdout.write(describeAccess(config.ui ?? UI_DEFAULTS, config.metrics.listen) + '\n')
     return 0
   } catch (e) {
     return configFailure(e)

@@ -174,6 +174,8 @@ export interface EgressdOptions extends ServerOptions {
   metricsPort: number
   sniPort: number
   nodeArgs: readonly string[]
+  /** Default warn; info makes every blocked query up to the log limit write its line (bench/ui.ts). */
+  logLevel?: string
 }
 
 /** egressd's defaults, written out so the RSS run knows when its cache is full. */
@@ -193,7 +195,7 @@ sni:
 metrics:
   listen: "127.0.0.1:${o.metricsPort}"
 log:
-  level: warn
+  level: ${o.logLevel ?? 'warn'}
 allow:
 ${egressdAllowYaml(o.rules)}`
 }

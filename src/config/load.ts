@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
-import { readdirSync, realpathSync, statSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
+import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs'
+import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isMap, isScalar, isSeq, type Node } from 'yaml'
 import { ConfigError, ConfigErrors } from '../errors.js'
@@ -19,7 +19,7 @@ import { hostAddresses, isOwnListener } from './resolver-loop.js'
 import { DEFAULT_GROUP, groupWarnings } from './groups.js'
 import { configSchema, includeFileSchema, presetFileSchema, type groupSchema } from './schema.js'
 import { parseUpstream } from './upstream.js'
-import type { Config, GroupConfig, GroupMode } from './types.js'
+import type { Config, GroupConfig, GroupMode, UiConfig } from './types.js'
 import { describe, quote, YamlReader } from './yaml-reader.js'
 
 export { MAX_CONFIG_NAMES } from './entries.js'
@@ -93,6 +93,7 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
     groups: top.groups,
     includes: inc.files,
     hash: loader.hash(),
+    ui: uiConfig(r, top.ui, file),
   }
   checkResolverLoop(r, config, upstreamsFromResolvConf ? (options.resolvConf ?? '/etc/resolv.conf') : null, options.hostAddresses)
   if (r.errors.length > 0) throw new ConfigErrors(r.report())
@@ -491,6 +492,30 @@ function groupList(r: YamlReader, node: Node | null | undefined, list: string, i
     })
   })
   return out
+}
+
+/** Shortest token accepted from `ui.token_file`: 16 characters (128 bits as hex). */
+const MIN_TOKEN = 16
+
+/**
+ * `ui:` (the status page, src/ui). The token file is read here, so `validate` and a
+ * reload report an unreadable or short token at its line; only its sha256 is kept.
+ */
+function uiConfig(r: YamlReader, ui: { enabled: boolean; tokenFile: string; eventsMax: number; clientsMax: number }, file: string): UiConfig {
+  let tokenSha256: string | null = null
+  const tokenFile = ui.tokenFile === '' ? null : ui.tokenFile
+  if (tokenFile !== null) {
+    const node = isMap(r.root) ? (r.root.getIn(['ui', 'token_file'], true) as Node | null) : null
+    const path = isAbsolute(tokenFile) ? tokenFile : join(dirname(file), tokenFile)
+    try {
+      const token = readFileSync(path, 'utf8').trim()
+      if (token.length < MIN_TOKEN) r.error(node, `ui.token_file ${path} holds ${token.length} characters; a token needs at least ${MIN_TOKEN} (e.g. openssl rand -hex 32)`)
+      else tokenSha256 = createHash('sha256').update(token).digest('hex')
+    } catch (e) {
+      r.error(node, `ui.token_file: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+    }
+  }
+  return { enabled: ui.enabled, tokenFile, tokenSha256, eventsMax: ui.eventsMax, clientsMax: ui.clientsMax }
 }
 
 export function knownPresets(dir: string): string[] {

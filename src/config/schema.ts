@@ -100,6 +100,13 @@ export const groupSchema = {
   include: include('files whose allow, deny and report entries the group adds, as the top-level include'),
 } as const
 
+export const uiSchema = section({
+  enabled: bool(true, 'the status page and /api/* on the metrics listener (src/ui/README.md)'),
+  token_file: text('', 'a file holding the bearer token (at least 16 characters; relative to this file); needed when the metrics listener is not loopback, else the page is off'),
+  events_max: int(2000, 100, 100_000, 'decision events kept in memory for the page and /api/events'),
+  clients_max: int(8, 1, 32, 'live event streams open at once; one more is answered 503'),
+})
+
 /** The whole file; the top level's presets/allow/deny/mode/report are the `default` group. */
 export const configSchema = section({
   dns: dnsSchema,
@@ -115,6 +122,7 @@ export const configSchema = section({
   report_ports: ports(DEFAULT_REPORT_PORTS, 'ports opened for a name let through by mode: report without a report entry'),
   groups: groups(groupSchema, 'per-client policies, see docs/groups.md'),
   include: include(INCLUDE_DOC),
+  ui: uiSchema,
 })
 
 /** A file named by `include:`: lists only (no listeners, presets or groups), and its own includes. */

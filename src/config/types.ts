@@ -9,6 +9,19 @@ export type MetricsConfig = Infer<typeof metricsSchema.fields>
 export type FirewallConfig = Infer<typeof firewallSchema.fields>
 export type LogConfig = Infer<typeof logSchema.fields>
 
+/** The status page on the metrics listener (src/ui); see src/ui/README.md for access rules. */
+export interface UiConfig {
+  readonly enabled: boolean
+  /** Path of the bearer token file, as written; null when none is configured. */
+  readonly tokenFile: string | null
+  /** sha256 of the token (file content, surrounding whitespace removed); never the token itself. */
+  readonly tokenSha256: string | null
+  /** Decision events kept in memory for the page and /api/events. */
+  readonly eventsMax: number
+  /** Live event streams open at once; one more is answered 503. */
+  readonly clientsMax: number
+}
+
 export interface Config {
   /** Path of the file this came from, as given. */
   readonly file: string
@@ -38,6 +51,8 @@ export interface Config {
    * Config built in memory.
    */
   readonly hash?: string
+  /** Optional so hand-built Configs (tests) stay valid: absent means the defaults of src/ui. */
+  readonly ui?: UiConfig
 }
 
 export type { GroupConfig, GroupMode } from '../policy/types.js'

@@ -13,6 +13,7 @@ import { daemonMetrics } from '../metrics/daemon-metrics.js'
 import { GroupDecisions } from '../metrics/group-decisions.js'
 import { MetricsServer } from '../metrics/server.js'
 import { SniProxy } from '../sni/proxy.js'
+import { StatusPage, type StatusSources } from '../ui/status-page.js'
 import { version } from '../version.js'
 import type { CompiledConfig } from './compiled-config.js'
 
@@ -49,6 +50,8 @@ export function buildComponents(compiled: CompiledConfig, shared: SharedParts) {
   // The sink is created only when enabled: it needs CAP_NET_ADMIN and the nft tool.
   // Its add() never rejects; nft failures are counted and DNS goes on.
   const firewall = config.firewall.nftables.enabled ? new NftablesSink(config.firewall.nftables, { log, registry, runner: shared.nftRunner }) : null
+  // The status page lives on the metrics listener; `sources` is read only when a page asks.
+  const ui = config.metrics.listen ? new StatusPage(compiled, { log, registry, sources: { listeners: (): ReturnType<StatusSources['listeners']> => listeners(), firewall: () => firewallState() } }) : null
   const dns = new DnsService(compiled.dns, {
     log,
     registry,
@@ -57,9 +60,17 @@ export function buildComponents(compiled: CompiledConfig, shared: SharedParts) {
     // Shared sets, keyed by destination only: an answer one group received opens its
     // rule's ports for every device (docs/groups.md says why that is acceptable).
     onAllowedAnswer: firewall ? (a) => firewall.add(a.name, a.rule, a.addresses) : undefined,
+    tap: ui?.tap,
   })
-  const sni = new SniProxy(compiled.sni, { log, registry, blocked: counters.blocked, resolver: dns.resolver, decisions: counters.decisions })
-  const http = config.metrics.listen ? new MetricsServer(registry, config.metrics.listen) : null
+  const sni = new SniProxy(compiled.sni, { log, registry, blocked: counters.blocked, resolver: dns.resolver, decisions: counters.decisions, tap: ui?.tap })
+  const http = config.metrics.listen ? new MetricsServer(registry, config.metrics.listen, ui?.routes()) : null
+  const hp = (a: { address: string; port: number; family: string }): string => (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`)
+  const listeners = (): ReturnType<StatusSources['listeners']> => ({
+    dns: [...new Set([...dns.boundAddresses.udp, ...dns.boundAddresses.tcp].map(hp))],
+    sni: sni.boundAddresses.map(hp),
+    metrics: http?.address ? hp(http.address) : null,
+  })
+  const firewallState = (): ReturnType<StatusSources['firewall']> => (firewall === null ? null : { table: config.firewall.nftables.table, elements: firewall.knownSize })
   let graceMs = config.sni.shutdownGraceMs
 
   const components: Component[] = [counters.component]
@@ -70,6 +81,7 @@ export function buildComponents(compiled: CompiledConfig, shared: SharedParts) {
   if (http !== null) {
     components.push({ name: 'metrics', tier: 0, start: () => http.start(), apply: () => {}, stop: () => http.stop(), ready: (r) => (http.ready = r) })
   }
+  if (ui !== null) components.push({ name: 'ui', tier: 0, start: () => ui.start(), apply: (c) => ui.apply(c), stop: () => ui.stop() })
   components.push(
     { name: 'dns', tier: 1, start: () => dns.start(), apply: (c) => dns.update(c.dns), stop: () => dns.stop() },
     {
@@ -89,6 +101,7 @@ export function buildComponents(compiled: CompiledConfig, shared: SharedParts) {
     sni,
     http,
     firewall,
+    ui,
     /** Per-event log lines held back by the limiters since the last call, per protocol. */
     takeSuppressed: () => ({ dns: dns.takeSuppressedLogLines(), sni: sni.logLimiter.takeSuppressed() }),
     metrics: counters.metrics,

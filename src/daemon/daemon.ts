@@ -171,6 +171,7 @@ export class Daemon {
       metrics.lastReloadSuccessful.set(0)
       const errors = e.errors.map((x) => x.message)
       for (const error of errors) this.log.error({ error }, 'reload failed; the running configuration stays')
+      this.parts.ui?.reloadFailed(errors)
       return { ok: false, errors }
     }
   }

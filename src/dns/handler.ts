@@ -1,6 +1,6 @@
 import type { DnsConfig } from '../config/types.js'
 import { OverloadError, UpstreamTimeoutError } from '../errors.js'
-import { writeDecision, type DecisionEvent } from '../log/decision.js'
+import { writeDecision, type DecisionEvent, type DecisionTap } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
@@ -113,6 +113,8 @@ export class QueryHandler {
   private readonly blockLog = new LogLimiter(100)
   private readonly eventLog = new LogLimiter(20)
   private rateToggle = 0
+  /** Sees every decision line written (DnsDeps.tap); set once by the service. */
+  tap: DecisionTap | null = null
 
   constructor(
     policy: DnsPolicy,
@@ -265,7 +267,7 @@ export class QueryHandler {
       reason: d.reason, group: g.name, mode: g.mode,
       ...(d.verdict === VERDICT_WOULD_BLOCK && { report_rule: d.passedBy!.pattern }),
     }
-    writeDecision(this.log, event)
+    writeDecision(this.log, event, this.tap)
   }
 
   /** The client's answer from a stored one: rebinding check, render, firewall sink. */
@@ -295,7 +297,7 @@ export class QueryHandler {
         writeDecision(this.log, {
           protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype),
           verdict: 'rebind_blocked', rule: rule.pattern, reason: 'private_address', group: g.name, mode: g.mode,
-        })
+        }, this.tap)
       }
       return buildReply(q, info, RCODE_SERVFAIL, EDE_FILTERED, TEXT_REBIND)
     }

@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
+import type { DecisionTap } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
 import type { GroupDecisions } from '../metrics/group-decisions.js'
@@ -27,6 +28,8 @@ export interface DnsDeps {
   onAllowedAnswer?: AllowedAnswerSink
   /** `egressd_group_decisions_total`, shared with the SNI proxy; the daemon configures its groups. */
   decisions?: GroupDecisions
+  /** Sees every decision line the service writes (the status page's ring). */
+  tap?: DecisionTap
   /** Clock for cache ages and TTLs (ms); tests inject one. */
   now?: () => number
 }
@@ -54,6 +57,7 @@ export class DnsService {
     })
     resolver = this.resolver = new Resolver(settings, this.metrics, deps.now)
     this.handler = new QueryHandler(policy, this.resolver, this.metrics, deps.log, deps.blocked, deps.onAllowedAnswer, deps.decisions ?? null)
+    this.handler.tap = deps.tap ?? null
     server = this.server = new DnsServer(settings.listen, this.handler, this.metrics, deps.log, settings)
   }
 

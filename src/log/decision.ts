@@ -77,9 +77,17 @@ export function decisionLevel(verdict: DecisionVerdict): 'debug' | 'info' | 'war
   return verdict === 'allowed' ? 'debug' : verdict === 'rebind_blocked' ? 'warn' : 'info'
 }
 
-/** Writes one decision line at its level (the caller has already applied its rate limit). */
-export function writeDecision(log: Logger, event: DecisionEvent): void {
+/**
+ * An observer of written decision lines (the status page's event ring, src/ui). It sees
+ * exactly the lines the log gets, after the caller's rate limit: its cost is bounded by
+ * that limit, and nothing is added to a query or connection whose line is not written.
+ */
+export type DecisionTap = (event: DecisionEvent) => void
+
+/** Writes one decision line at its level (the caller has already applied its rate limit), then hands it to `tap`. */
+export function writeDecision(log: Logger, event: DecisionEvent, tap?: DecisionTap | null): void {
   log[decisionLevel(event.verdict)](event, MESSAGES[event.protocol][event.verdict])
+  if (tap) tap(event)
 }
 
 /**

@@ -1,12 +1,16 @@
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
 import { ListenError } from '../errors.js'
 import { formatHostPort, type HostPort } from '../net/host-port.js'
 
+/** A further GET path on this listener (the status page, src/ui): path → handler. */
+export type Routes = ReadonlyMap<string, (req: IncomingMessage, res: ServerResponse, url: URL) => void>
+
 /**
  * GET /metrics (Prometheus text), /healthz (the process answers), /readyz (200 once
- * every listener is bound, 503 before and while shutting down). Nothing else: 404.
+ * every listener is bound, 503 before and while shutting down), then `routes` (exact
+ * paths). Nothing else: 404.
  */
 export class MetricsServer {
   private server: Server | null = null
@@ -15,6 +19,7 @@ export class MetricsServer {
   constructor(
     private readonly registry: Registry,
     private readonly listen: HostPort,
+    private readonly routes: Routes = new Map(),
   ) {}
 
   get address(): AddressInfo | null {
@@ -35,11 +40,14 @@ export class MetricsServer {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n')
       } else if (path === '/readyz') {
         res.writeHead(this.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(this.ready ? 'ready\n' : 'not ready\n')
+      } else if (this.routes.has(path)) {
+        this.routes.get(path)!(req, res, new URL(req.url ?? '/', 'http://egressd'))
       } else {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /metrics, /healthz, /readyz\n')
+        res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found; try /metrics, /healthz, /readyz${this.routes.has('/') ? ', /' : ''}\n`)
       }
     })
-    // A scraper holds few connections; bound them and their header wait anyway.
+    // A scraper holds few connections; bound them and their header wait anyway. The
+    // status page's event streams (at most ui.clients_max ≤ 32) count among the 64.
     server.maxConnections = 64
     server.headersTimeout = 10_000
     server.requestTimeout = 10_000

