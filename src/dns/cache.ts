@@ -21,6 +21,14 @@ export interface StoredAnswer {
 /** Fixed cost charged per entry besides its bytes: the object, its key and the LRU node. */
 const ENTRY_OVERHEAD = 256
 
+/**
+ * The largest `dns.cache.max_entries` the loader accepts. The LRU is created without a
+ * preallocated entry count (lru-cache's `max` preallocates two arrays and two typed
+ * arrays of that length: 100 000 000 took ~2.4 GB and exhausted the heap), so this bound
+ * costs nothing until entries exist; `max_bytes` is what bounds memory.
+ */
+export const MAX_ENTRIES_LIMIT = 100_000_000
+
 export interface CacheLimits {
   readonly maxEntries: number
   readonly maxBytes: number
@@ -44,8 +52,8 @@ export class DnsCache {
   }
 
   private static makeLru(limits: CacheLimits): LRUCache<string, StoredAnswer> {
+    // No `max`: the entry count is enforced in `set`, so nothing is preallocated.
     return new LRUCache<string, StoredAnswer>({
-      max: Math.max(1, limits.maxEntries),
       maxSize: Math.max(1, limits.maxBytes),
       sizeCalculation: (v, k) => v.wire.length + k.length + ENTRY_OVERHEAD,
     })
@@ -79,7 +87,9 @@ export class DnsCache {
   }
 
   set(key: string, entry: StoredAnswer): void {
-    if (entry.lifetime > 0) this.lru.set(key, entry)
+    if (entry.lifetime <= 0) return
+    if (this.lru.size >= Math.max(1, this.limits.maxEntries) && !this.lru.has(key)) this.lru.pop()
+    this.lru.set(key, entry)
   }
 
   /** Applies new limits on reload; a change of limits starts an empty cache (lru-cache's are fixed). */

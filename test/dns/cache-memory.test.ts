@@ -1,0 +1,55 @@
+/**
+ * The cache's bounds hold in real memory (issue #17, item 9): `max_entries` at its
+ * maximum costs nothing up front.
+ */
+import t from 'tap'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import { DnsCache, MAX_ENTRIES_LIMIT } from '../../src/dns/cache.js'
+import { Daemon } from '../../src/daemon/daemon.js'
+
+t.test('max_entries at its maximum preallocates nothing', async (t) => {
+  const before = process.memoryUsage().heapUsed
+  const c = new DnsCache({ maxEntries: MAX_ENTRIES_LIMIT, maxBytes: 1 << 20 })
+  c.resize({ maxEntries: MAX_ENTRIES_LIMIT - 1, maxBytes: 1 << 20 })
+  const grown = process.memoryUsage().heapUsed - before
+  t.ok(grown < 8 << 20, `heap grew ${grown} B`)
+  t.equal(c.size, 0)
+})
+
+t.test('the entry count bound still evicts the least recently used', async (t) => {
+  const c = new DnsCache({ maxEntries: 2, maxBytes: 1 << 20 })
+  const e = () => ({ wire: Buffer.alloc(20), ttlOffsets: new Uint16Array(0), ttls: new Uint32Array(0), rcode: 0, storedAt: Date.now(), lifetime: 60, hasPrivate: false, addresses: null })
+  c.set('a', e())
+  c.set('b', e())
+  t.ok(c.get('a'), 'a used: b is now the oldest')
+  c.set('c', e())
+  t.equal(c.size, 2)
+  t.ok(c.get('a'))
+  t.equal(c.get('b'), undefined)
+  t.ok(c.get('c'))
+  c.set('c', e())
+  t.equal(c.size, 2, 'replacing a key evicts nothing')
+  t.ok(c.get('a'))
+})
+
+t.test('a daemon with dns.cache.max_entries 100000000 starts, reloads and stops within 64 MiB of heap', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'egressd-cache-'))
+  const file = join(dir, 'egressd.yaml')
+  writeFileSync(
+    file,
+    `dns:\n  listen: ["127.0.0.1:0"]\n  upstreams: ["127.0.0.1:9"]\n  cache: { max_entries: 100000000 }\nsni:\n  listen: []\nmetrics:\n  listen: null\nallow: [example.com]\n`,
+  )
+  const before = process.memoryUsage().heapUsed
+  const d = new Daemon(file, { log: pino({ level: 'silent' }) })
+  t.equal(d.config.dns.cache.maxEntries, MAX_ENTRIES_LIMIT, 'the documented maximum validates')
+  await d.start()
+  writeFileSync(file, `dns:\n  listen: ["127.0.0.1:0"]\n  upstreams: ["127.0.0.1:9"]\n  cache: { max_entries: 99999999 }\nsni:\n  listen: []\nmetrics:\n  listen: null\nallow: [example.com]\n`)
+  const r = await d.reload()
+  t.ok(r.ok, 'reloaded')
+  const grown = process.memoryUsage().heapUsed - before
+  await d.stop()
+  t.ok(grown < 64 << 20, `heap grew ${grown} B`)
+})
