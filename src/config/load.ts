@@ -101,7 +101,7 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
       tcpIdleTimeoutMs: r.int(dnsKeys.get('tcp_idle_timeout_ms'), 'dns.tcp_idle_timeout_ms', 10_000, 100, 600_000),
       cache: {
         maxEntries: r.int(cacheKeys.get('max_entries'), 'dns.cache.max_entries', 100_000, 0, 100_000_000),
-        maxBytes: r.int(cacheKeys.get('max_bytes'), 'dns.cache.max_bytes', 64 * 1024 * 1024, 0, 2 ** 40),
+        maxBytes: r.int(cacheKeys.get('max_bytes'), 'dns.cache.max_bytes', 32 * 1024 * 1024, 0, 2 ** 40),
         minTtl: r.int(cacheKeys.get('min_ttl'), 'dns.cache.min_ttl', 0, 0, 86_400),
         maxTtl: r.int(cacheKeys.get('max_ttl'), 'dns.cache.max_ttl', 86_400, 0, 7 * 86_400),
         negativeMaxTtl: r.int(cacheKeys.get('negative_max_ttl'), 'dns.cache.negative_max_ttl', 3600, 0, 86_400),

@@ -1,6 +1,6 @@
 import type { DnsConfig } from '../config/types.js'
 import { EgressdError } from '../errors.js'
-import { DnsCache, type StoredAnswer } from './cache.js'
+import { DnsCache, packAnswer, type StoredAnswer } from './cache.js'
 import type { DnsMetrics } from './metrics.js'
 import { isPrivateAddress } from './private-address.js'
 import { UpstreamClient } from './upstream.js'
@@ -14,9 +14,7 @@ import {
   QueryInfo,
   RCODE_NOERROR,
   RCODE_NXDOMAIN,
-  readTtls,
   scanAnswer,
-  stripOpt,
   TYPE_A,
   TYPE_AAAA,
   type AnswerAddress,
@@ -135,7 +133,6 @@ export class Resolver {
       this.metrics.upstreamErrors.incLabel('malformed')
       throw new EgressdError('EMALFORMED', 'upstream answer is malformed')
     }
-    const wire = stripOpt(answer, scan)
     const c = this.settings.cache
     let lifetime = 0
     if (scan.rcode === RCODE_NOERROR && scan.anCount > 0) {
@@ -149,10 +146,11 @@ export class Resolver {
       // answer[off - 1] is the low byte of RDLENGTH: 4 (A) or 16 (AAAA).
       if (isPrivateAddress(answer, off, answer[off - 1] === 16 ? 16 : 4)) hasPrivate = true
     }
+    const { wire, ttlOffsets, ttls } = packAnswer(answer, scan)
     const entry: StoredAnswer = {
       wire,
-      ttlOffsets: Uint16Array.from(scan.ttlOffsets),
-      ttls: readTtls(answer, scan.ttlOffsets),
+      ttlOffsets,
+      ttls,
       rcode: scan.rcode,
       storedAt: this.now(),
       lifetime,

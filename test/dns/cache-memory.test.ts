@@ -1,14 +1,27 @@
 /**
- * The cache's bounds hold in real memory (issue #17, item 9): `max_entries` at its
- * maximum costs nothing up front.
+ * The cache's bounds hold in real memory (issue #17, items 9 and 10): `max_entries` at
+ * its maximum costs nothing up front, and filling the cache to `max_bytes` through the
+ * real UDP path grows heap + array buffers by at most 1.25 × max_bytes.
  */
 import t from 'tap'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
+import { measureCache } from '../../bench/cache-memory.js'
 import { DnsCache, MAX_ENTRIES_LIMIT } from '../../src/dns/cache.js'
 import { Daemon } from '../../src/daemon/daemon.js'
+
+t.test('filling the cache to max_bytes keeps real growth within 1.25 × max_bytes', async (t) => {
+  const maxBytes = 4 << 20
+  // More names than fit: the byte bound, not the entry count, ends the filling.
+  const r = await measureCache(20_000, maxBytes, 1_000_000)
+  t.comment(JSON.stringify(r))
+  t.ok(r.entries < 20_000, `the byte bound evicted (${r.entries} entries kept)`)
+  const real = r.realBytesPerEntry * r.entries
+  t.ok(real <= 1.25 * maxBytes, `heap + array buffers grew ${real} B for max_bytes ${maxBytes}`)
+  t.ok(r.accountedBytesPerEntry >= 0.8 * r.realBytesPerEntry, `accounted ${r.accountedBytesPerEntry} B vs real ${r.realBytesPerEntry} B per entry`)
+})
 
 t.test('max_entries at its maximum preallocates nothing', async (t) => {
   const before = process.memoryUsage().heapUsed
