@@ -96,6 +96,11 @@ export class Resolver {
     return { v4: hit.v4, v6: hit.v6, ttl: Math.max(0, Math.floor((hit.recordsUntil - now) / 1000)) }
   }
 
+  /** Stop: ends upstream tries in progress (their flights reject) and refuses new ones. */
+  close(): void {
+    this.upstream.close()
+  }
+
   get pending(): number {
     return this.pendingCount
   }

@@ -5,13 +5,26 @@ import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { QueryHandler } from './handler.js'
 import type { DnsMetrics } from './metrics.js'
+import { buildHeaderReply, buildReply, parseQuery, PARSE_OK, QueryInfo, RCODE_SERVFAIL } from './wire.js'
 
 /** Per connection: beyond this many unanswered queries we stop reading (backpressure). */
 const MAX_PENDING_PER_CONNECTION = 32
 /** A client that does not read its answers loses the connection past this much unsent data. */
 const MAX_UNSENT_BYTES = 1 << 20
-/** stop() waits at most this long for answers still in flight. */
-const DRAIN_MS = 2000
+/**
+ * stop() waits at most this long for answers still in flight, then answers SERVFAIL to
+ * every query still waiting for its upstream: one upstream try (dns.upstream_timeout_ms,
+ * default 2000) fits, a failover to the next upstream may not, and a stop that waits
+ * for upstreams × timeouts would hold systemd's stop for as long as the slowest one.
+ */
+export const DRAIN_MS = 2000
+
+/** A query waiting for its upstream; `answer` sends at most once (the real answer or the stop's SERVFAIL). */
+interface Pending {
+  readonly q: Buffer
+  answered: boolean
+  answer(reply: Buffer): void
+}
 
 export interface TcpLimits {
   readonly maxTcpConnections: number
@@ -36,7 +49,7 @@ export class DnsServer {
   private readonly udp: dgram.Socket[] = []
   private readonly tcp: net.Server[] = []
   private readonly conns = new Map<net.Socket, Conn>()
-  private inflight = 0
+  private readonly pending = new Set<Pending>()
   private stopping = false
   private closed = false
   private readonly errLog = new LogLimiter(10)
@@ -119,14 +132,23 @@ export class DnsServer {
           send(r, rinfo)
           return
         }
-        this.inflight++
+        const p: Pending = {
+          q: msg,
+          answered: false,
+          answer: (reply) => {
+            if (p.answered) return
+            p.answered = true
+            send(reply, rinfo)
+          },
+        }
+        this.pending.add(p)
         r.then(
           (reply) => {
-            this.inflight--
-            if (reply !== null) send(reply, rinfo)
+            this.pending.delete(p)
+            if (reply !== null) p.answer(reply)
           },
           (err: Error) => {
-            this.inflight--
+            this.pending.delete(p)
             this.internalError(err)
           },
         )
@@ -257,18 +279,27 @@ export class DnsServer {
       return
     }
     conn.pending++
-    this.inflight++
+    const p: Pending = {
+      q: frame,
+      answered: false,
+      answer: (reply) => {
+        if (p.answered) return
+        p.answered = true
+        this.write(sock, reply)
+      },
+    }
+    this.pending.add(p)
     r.then(
-      (reply) => this.settled(sock, conn, reply),
-      () => this.settled(sock, conn, null),
+      (reply) => this.settled(sock, conn, p, reply),
+      () => this.settled(sock, conn, p, null),
     )
   }
 
-  private settled(sock: net.Socket, conn: Conn, reply: Buffer | null): void {
+  private settled(sock: net.Socket, conn: Conn, p: Pending, reply: Buffer | null): void {
     conn.pending--
-    this.inflight--
+    this.pending.delete(p)
     if (sock.destroyed) return
-    if (reply !== null) this.write(sock, reply)
+    if (reply !== null) p.answer(reply)
     if (conn.paused) this.drain(sock, conn)
     if (conn.ended && conn.pending === 0) sock.end()
   }
@@ -288,19 +319,45 @@ export class DnsServer {
     sock.uncork()
   }
 
-  /** Stops accepting, lets answers in flight go out (at most ~2 s), then closes everything. */
-  async stop(): Promise<void> {
+  /** Queries waiting for an upstream answer (UDP and TCP). */
+  get inFlight(): number {
+    return this.pending.size
+  }
+
+  /**
+   * Stops accepting, lets answers in flight go out for at most `drainMs` (DRAIN_MS),
+   * answers SERVFAIL at once to every query still waiting, then closes everything:
+   * every query accepted before the stop gets an answer.
+   */
+  async stop(drainMs = DRAIN_MS): Promise<void> {
     this.stopping = true
     const closing = this.tcp.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))
-    const deadline = Date.now() + DRAIN_MS
-    while (this.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    const deadline = Date.now() + drainMs
+    while (this.pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    this.failPending()
     await this.closeAll()
     await Promise.all(closing)
   }
 
+  /** SERVFAIL (header and question, as the handler's own SERVFAIL) to every query still waiting. */
+  private failPending(): void {
+    const info = new QueryInfo()
+    for (const p of this.pending) {
+      const reply = parseQuery(p.q, p.q.length, info) === PARSE_OK ? buildReply(p.q, info, RCODE_SERVFAIL, 0, null) : buildHeaderReply(p.q, RCODE_SERVFAIL)
+      this.metrics.response(RCODE_SERVFAIL)
+      p.answer(reply)
+    }
+    this.pending.clear()
+  }
+
   private async closeAll(): Promise<void> {
     this.closed = true
-    for (const sock of this.conns.keys()) sock.destroy()
+    // A connection with answers still unsent (the stop's SERVFAILs) is ended once they
+    // are flushed to the kernel; the others go at once.
+    for (const sock of this.conns.keys()) {
+      if (sock.writableLength === 0) sock.destroy()
+      else sock.end(() => sock.destroy())
+    }
     await Promise.all(this.udp.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
     this.udp.length = 0
     await Promise.all(
