@@ -11,7 +11,7 @@ export const UPSTREAM_ERRORS = ['timeout', 'servfail', 'refused', 'rcode', 'netw
 export type UpstreamError = (typeof UPSTREAM_ERRORS)[number]
 
 export const DROPS = ['short', 'response', 'rate_limited', 'send_error', 'internal_error'] as const
-export const TCP_CLOSES = ['idle', 'garbage', 'limit', 'error'] as const
+export const TCP_CLOSES = ['idle', 'garbage', 'limit', 'error', 'evicted'] as const
 
 /** Live values the gauges read at scrape time. */
 export interface DnsGaugeSources {

@@ -1,5 +1,6 @@
 import type { DnsConfig } from '../config/types.js'
 import { EgressdError } from '../errors.js'
+import { FairShare } from '../fair-share.js'
 import { DnsCache, packAnswer, type StoredAnswer } from './cache.js'
 import type { DnsMetrics } from './metrics.js'
 import { isPrivateAddress } from './private-address.js'
@@ -54,6 +55,8 @@ export class Resolver {
   private readonly inflight = new Map<string, Promise<StoredAnswer>>()
   private settings: DnsConfig
   private pendingCount = 0
+  /** Per-client shares of maxPendingUpstream (src/fair-share.ts): one client cannot hold it all. */
+  private readonly shares: FairShare
   /** Lower-case name → what `lookup` last found for it (see cachedAddresses). Insertion order is age. */
   private readonly addressCache = new Map<string, CachedAddresses>()
 
@@ -63,6 +66,7 @@ export class Resolver {
     readonly now: () => number = Date.now,
   ) {
     this.settings = settings
+    this.shares = new FairShare(settings.maxPendingUpstream)
     this.cache = new DnsCache(settings.cache, now)
     this.upstream = new UpstreamClient(settings.upstreams, settings.upstreamTimeoutMs, metrics)
   }
@@ -70,6 +74,7 @@ export class Resolver {
   /** Reload: new upstreams, timeouts, TTL bounds and cache limits; flights in progress finish as they were. */
   configure(settings: DnsConfig): void {
     this.settings = settings
+    this.shares.budget = settings.maxPendingUpstream
     this.upstream.configure(settings.upstreams, settings.upstreamTimeoutMs)
     this.cache.resize(settings.cache)
     // New TTL bounds apply to what comes next; nothing is kept past the answers it came from.
@@ -108,15 +113,20 @@ export class Resolver {
   /**
    * The stored answer for a miss: joins an identical flight in progress or starts one
    * (over TCP when the client asked over TCP). Rejects with an EgressdError:
-   * EOVERLOAD when maxPendingUpstream exchanges are already outstanding (nothing sent),
-   * ETIMEOUT, ERESOLVE, EMALFORMED.
+   * EOVERLOAD when maxPendingUpstream exchanges are already outstanding, or when
+   * `client` already holds its fair share of them (src/fair-share.ts; nothing sent);
+   * ETIMEOUT, ERESOLVE, EMALFORMED. Joining a flight in progress costs no share.
+   * Without `client` (the SNI proxy's lookups) only the global bound applies.
    */
-  fetch(key: string, q: Uint8Array, info: QueryInfo, viaTcp: boolean): Promise<StoredAnswer> {
+  fetch(key: string, q: Uint8Array, info: QueryInfo, viaTcp: boolean, client?: string): Promise<StoredAnswer> {
     const flightKey = viaTcp ? key + 'T' : key
     const flying = this.inflight.get(flightKey)
     if (flying !== undefined) return flying
     if (this.pendingCount >= this.settings.maxPendingUpstream) {
       return Promise.reject(new EgressdError('EOVERLOAD', `${this.pendingCount} upstream queries outstanding`))
+    }
+    if (client !== undefined && !this.shares.take(client)) {
+      return Promise.reject(new EgressdError('EOVERLOAD', `${client} holds its share (${this.shares.holding(client)}) of the upstream queries outstanding`))
     }
     const query = buildUpstreamQuery(q, info, 0)
     const questionEnd = info.questionEnd
@@ -126,6 +136,7 @@ export class Resolver {
       .then((answer) => this.store(key, answer))
       .finally(() => {
         this.pendingCount--
+        if (client !== undefined) this.shares.release(client)
         this.inflight.delete(flightKey)
       })
     this.inflight.set(flightKey, flight)

@@ -1,6 +1,7 @@
 import dgram from 'node:dgram'
 import net, { type AddressInfo } from 'node:net'
 import type { HostPort } from '../config/types.js'
+import { FairShare } from '../fair-share.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { QueryHandler } from './handler.js'
@@ -32,6 +33,10 @@ export interface TcpLimits {
 }
 
 interface Conn {
+  /** The peer address: the key of its fair share of the connection cap. */
+  readonly client: string
+  /** Sequence number of its last complete query (or of its accept): the smallest among idle ones is the oldest idle. */
+  lastUsed: number
   buffered: Buffer | null
   pending: number
   ended: boolean
@@ -49,6 +54,10 @@ export class DnsServer {
   private readonly udp: dgram.Socket[] = []
   private readonly tcp: net.Server[] = []
   private readonly conns = new Map<net.Socket, Conn>()
+  /** Per-client shares of maxTcpConnections (src/fair-share.ts). */
+  private readonly tcpShares: FairShare
+  private useSeq = 0
+  private tcpLimits: TcpLimits
   private readonly pending = new Set<Pending>()
   private stopping = false
   private closed = false
@@ -60,8 +69,21 @@ export class DnsServer {
     private readonly handler: QueryHandler,
     private readonly metrics: DnsMetrics,
     private readonly log: Logger,
-    public limits: TcpLimits,
-  ) {}
+    limits: TcpLimits,
+  ) {
+    this.tcpLimits = limits
+    this.tcpShares = new FairShare(limits.maxTcpConnections)
+  }
+
+  get limits(): TcpLimits {
+    return this.tcpLimits
+  }
+
+  /** Reload: new bounds apply to new connections; open ones stay. */
+  set limits(limits: TcpLimits) {
+    this.tcpLimits = limits
+    this.tcpShares.budget = limits.maxTcpConnections
+  }
 
   get tcpConnections(): number {
     return this.conns.size
@@ -193,13 +215,25 @@ export class DnsServer {
     })
   }
 
+  /**
+   * A new connection takes one unit of its client's fair share of `max_tcp_connections`.
+   * When the rule refuses it, an idle connection (no query pending) makes room: the
+   * client's own oldest idle one when the client holds its share, otherwise the oldest
+   * idle one of the client holding the most (or anyone's oldest idle). Only when every
+   * candidate is busy is the new connection closed. So a client that parks idle
+   * connections loses its oldest first, and new clients are not refused for it.
+   */
   private accept(sock: net.Socket): void {
-    if (this.stopping || this.conns.size >= this.limits.maxTcpConnections) {
+    const client = sock.remoteAddress ?? ''
+    if (this.stopping || !this.makeRoom(client)) {
       this.metrics.tcpRejected.inc(0)
       sock.destroy()
       return
     }
+    this.tcpShares.force(client)
     const conn: Conn = {
+      client,
+      lastUsed: ++this.useSeq,
       buffered: null,
       pending: 0,
       ended: false,
@@ -219,10 +253,43 @@ export class DnsServer {
       this.metrics.tcpClosed.incLabel('error')
       sock.destroy()
     })
-    sock.on('close', () => {
-      clearTimeout(conn.timer)
-      this.conns.delete(sock)
-    })
+    sock.on('close', () => this.forget(sock))
+  }
+
+  /** True when `client` may take a connection now, after closing at most a few idle ones to make room. */
+  private makeRoom(client: string): boolean {
+    // Each pass frees one unit; two suffice (one for the budget, one for the share).
+    for (let pass = 0; pass < 3; pass++) {
+      const why = this.tcpShares.refusal(client)
+      if (why === null) return true
+      const victim = why === 'share' ? this.oldestIdle(client) : (this.oldestIdle(this.tcpShares.largestHolder()) ?? this.oldestIdle(null))
+      if (victim === null) return false
+      this.metrics.tcpClosed.incLabel('evicted')
+      victim.destroy()
+      this.forget(victim)
+    }
+    return this.tcpShares.refusal(client) === null
+  }
+
+  /** The idle connection (no query pending) of `client` (any client: null) whose last query is oldest. */
+  private oldestIdle(client: string | null): net.Socket | null {
+    let best: net.Socket | null = null
+    let seq = Infinity
+    for (const [sock, conn] of this.conns) {
+      if (conn.pending > 0 || conn.lastUsed >= seq || (client !== null && conn.client !== client)) continue
+      best = sock
+      seq = conn.lastUsed
+    }
+    return best
+  }
+
+  /** Drops a connection's bookkeeping once (eviction, then its 'close'). */
+  private forget(sock: net.Socket): void {
+    const conn = this.conns.get(sock)
+    if (conn === undefined) return
+    clearTimeout(conn.timer)
+    this.conns.delete(sock)
+    this.tcpShares.release(conn.client)
   }
 
   /** The idle timer is refreshed only by complete queries, so a trickle of bytes cannot hold a slot. */
@@ -251,6 +318,7 @@ export class DnsServer {
       const frame = Buffer.from(buf.subarray(off + 2, off + 2 + len))
       off += 2 + len
       conn.timer.refresh()
+      conn.lastUsed = ++this.useSeq
       this.dispatch(sock, conn, frame)
       if (sock.destroyed) return
     }
