@@ -9,6 +9,7 @@
  * | ECONFIGPATH | ConfigPathError (config/config-path.ts) | no -c given and /etc/egressd/egressd.yaml exists but cannot be used |
  * | EPATTERN | PatternError (policy/pattern.ts) | policy/pattern.ts, policy/compile.ts |
  * | ESTART | StartError (daemon/daemon.ts) | Daemon.start: a listener could not be bound |
+ * | ERELOAD | ReloadWorkerError (daemon/reload.ts) | the reload worker failed other than by a configuration error (a bug, or it could not start) |
  * | ELISTEN | ListenError | dns/server.ts, sni/proxy.ts, metrics/server.ts: one listener's bind or listen failed |
  * | EOVERLOAD | OverloadError | dns/resolver.ts: maxPendingUpstream exchanges outstanding, nothing sent |
  * | ETIMEOUT | UpstreamTimeoutError; UpstreamFailure (one try, dns/upstream.ts) | dns/upstream.ts: every upstream timed out |
@@ -18,6 +19,7 @@
  * | EBADNAME | EgressdError | dns/resolver.ts lookup: not a valid DNS name |
  * | EMALFORMED | EgressdError | dns/resolver.ts: an upstream answer that cannot be scanned |
  * | ECNAME | CnameBlockedError (dns/resolver.ts) | dns/resolver.ts lookup: an alias target the caller's policy refuses |
+ * | ESTOPPED | EgressdError | dns/upstream.ts: an exchange asked for while the resolver is stopping |
  * | ENFT | NftError (firewall/nft-runner.ts) | the nft command failed |
  * | EINVALIDARG | InvalidArgumentError | a caller broke a function's contract (a bug, not bad input) |
  */
@@ -26,6 +28,7 @@ export const ERROR_CODES = [
   'ECONFIGPATH',
   'EPATTERN',
   'ESTART',
+  'ERELOAD',
   'ELISTEN',
   'EOVERLOAD',
   'ETIMEOUT',
@@ -34,6 +37,7 @@ export const ERROR_CODES = [
   'ENXDOMAIN',
   'EBADNAME',
   'EMALFORMED',
+  'ESTOPPED',
   'ECNAME',
   'ENFT',
   'EINVALIDARG',

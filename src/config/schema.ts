@@ -25,7 +25,7 @@ export const dnsSchema = section({
   tcp_idle_timeout_ms: int(10_000, 100, 600_000, 'a client TCP connection without a complete query for this long is closed'),
   cache: section({
     max_entries: int(100_000, 0, 100_000_000, 'cached answers at most'),
-    max_bytes: int(64 * 1024 * 1024, 0, 2 ** 40, 'cached answer bytes at most (64 MiB)'),
+    max_bytes: int(32 * 1024 * 1024, 0, 2 ** 40, 'cached answer bytes at most (32 MiB), measured as the real bytes an entry holds (bench/RESULTS.md)'),
     min_ttl: int(0, 0, 86_400, 'TTLs below it are raised to it'),
     max_ttl: int(86_400, 0, 7 * 86_400, 'TTLs above it are lowered to it'),
     negative_max_ttl: int(3600, 0, 86_400, 'cap for negative answers (RFC 2308: SOA minimum, bounded)'),

@@ -4,7 +4,7 @@
  * and stdout belong to the command line (src/cli.ts), so tests drive a Daemon in-process.
  *
  *   new ─start()─▶ running ─stop()─▶ stopped
- *                    │ reload(): load + compile to the side, then apply to every component at once
+ *                    │ reload(): load + compile in a worker thread, then apply to every component at once
  *
  * A reload or stop requested while the daemon is still starting waits for the start to
  * end; reload requests that arrive during a reload are folded into one more reload.
@@ -17,7 +17,9 @@ import { createLogger, type Logger } from '../log/logger.js'
 import { notifySystemd } from '../log/sd-notify.js'
 import type { NftRunner } from '../firewall/nftables-sink.js'
 import { version } from '../version.js'
+import { entriesKey } from '../policy/packed-entries.js'
 import { compileConfig, type CompiledConfig } from './compiled-config.js'
+import { prepareReload, ReloadWorkerError } from './reload.js'
 import { buildComponents, restartKey, type Component } from './components.js'
 
 /** Per-event lines (blocked queries and connections) beyond the limiters are summed up this often. */
@@ -126,8 +128,8 @@ export class Daemon {
   }
 
   /**
-   * Re-reads the file, compiles it to the side and applies it to every component in one
-   * synchronous pass; a bad file keeps the running configuration. Concurrent calls share
+   * Re-reads and compiles the file in a worker thread (reload.ts) and applies it to every
+   * component in one synchronous pass; a bad file keeps the running configuration. Concurrent calls share
    * the reload in progress plus at most one more. Before start has ended, it waits for it.
    */
   reload(): Promise<ReloadResult> {
@@ -140,7 +142,7 @@ export class Daemon {
       let result: ReloadResult
       do {
         this.reloadAgain = false
-        result = this.reloadOnce()
+        result = await this.reloadOnce()
       } while (this.reloadAgain && this.phase === 'running')
       return result
     }
@@ -148,28 +150,35 @@ export class Daemon {
     return this.reloading
   }
 
-  private reloadOnce(): ReloadResult {
+  private async reloadOnce(): Promise<ReloadResult> {
     if (this.phase !== 'running') return { ok: false, errors: [`not running (${this.phase})`] }
     const metrics = this.parts.metrics
     try {
-      const next = loadConfig(this.file, this.options.load).config
-      // Lists that did not change keep their compiled policy (content-keyed in GroupSet).
-      const compiled = compileConfig(next, this.compiled)
+      // Read, parse, validate and compile in a worker thread (reload.ts); lists that did
+      // not change keep their compiled policy (content-keyed in GroupSet), so the worker
+      // skips them.
+      const known = this.compiled.groups.keys
+      const exempt = this.compiled.config.dns.rebindExempt
+      if (exempt.length > 0) known.push(entriesKey(exempt))
+      const { config: next, pre } = await prepareReload(this.file, this.options.load, known)
+      if (this.phase !== 'running') return { ok: false, errors: [`not running (${this.phase})`] }
+      // Only assembly is left for the event loop: every policy comes compiled.
+      const compiled = compileConfig(next, this.compiled, pre)
       if (restartKey(next) !== restartKey(this.compiled.config)) {
         this.log.warn('listen addresses or firewall.nftables enabled/table changed: they take effect only after a restart; everything else is applied now')
       }
-      // Compiled off to the side above; the swap below is synchronous, so a query
-      // sees either the old configuration or the new one, never a mix.
+      // The swap below is synchronous, so a query sees either the old configuration or
+      // the new one, never a mix.
       for (const c of this.components) c.apply(compiled)
       this.compiled = compiled
       metrics.reloads.inc({ result: 'success' })
       this.log.info({ rules: compiled.groups.ruleCount, groups: groupSummary(compiled) }, 'configuration reloaded')
       return { ok: true, rules: compiled.groups.ruleCount }
     } catch (e) {
-      if (!(e instanceof ConfigErrors)) throw e
+      if (!(e instanceof ConfigErrors) && !(e instanceof ReloadWorkerError)) throw e
       metrics.reloads.inc({ result: 'failure' })
       metrics.lastReloadSuccessful.set(0)
-      const errors = e.errors.map((x) => x.message)
+      const errors = e instanceof ConfigErrors ? e.errors.map((x) => x.message) : [e.message]
       for (const error of errors) this.log.error({ error }, 'reload failed; the running configuration stays')
       this.parts.ui?.reloadFailed(errors)
       return { ok: false, errors }

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache'
-import { HEADER_LEN, type AnswerAddress, type QueryInfo } from './wire.js'
+import { HEADER_LEN, type AnswerAddress, type AnswerScan, type QueryInfo } from './wire.js'
 
 /** One upstream answer as stored: the bytes without the upstream OPT, plus what a hit needs. */
 export interface StoredAnswer {
@@ -20,8 +20,23 @@ export interface StoredAnswer {
   addresses: readonly AnswerAddress[] | null
 }
 
-/** Fixed cost charged per entry besides its bytes: the object, its key and the LRU node. */
-const ENTRY_OVERHEAD = 256
+/**
+ * Fixed cost charged per entry besides its packed bytes and its key: the StoredAnswer
+ * object, its ArrayBuffer and three views on it, the key string's header and the LRU's
+ * slots. Measured, not estimated: `npm run bench -- cache-memory` fills a real DnsService
+ * through its UDP path and divides the growth of heapUsed + arrayBuffers after GC by the
+ * entries (bench/RESULTS.md, "DNS cache memory"); charged with this overhead, the
+ * accounted bytes were 1.15 × that growth at 100 000 entries and 0.94 × at 6 000 (bench/RESULTS.md).
+ */
+export const ENTRY_OVERHEAD = 700
+
+/**
+ * The largest `dns.cache.max_entries` the loader accepts. The LRU is created without a
+ * preallocated entry count (lru-cache's `max` preallocates two arrays and two typed
+ * arrays of that length: 100 000 000 took ~2.4 GB and exhausted the heap), so this bound
+ * costs nothing until entries exist; `max_bytes` is what bounds memory.
+ */
+export const MAX_ENTRIES_LIMIT = 100_000_000
 
 export interface CacheLimits {
   readonly maxEntries: number
@@ -46,10 +61,10 @@ export class DnsCache {
   }
 
   private static makeLru(limits: CacheLimits): LRUCache<string, StoredAnswer> {
+    // No `max`: the entry count is enforced in `set`, so nothing is preallocated.
     return new LRUCache<string, StoredAnswer>({
-      max: Math.max(1, limits.maxEntries),
       maxSize: Math.max(1, limits.maxBytes),
-      sizeCalculation: (v, k) => v.wire.length + k.length + ENTRY_OVERHEAD,
+      sizeCalculation: entryBytes,
     })
   }
 
@@ -81,7 +96,9 @@ export class DnsCache {
   }
 
   set(key: string, entry: StoredAnswer): void {
-    if (entry.lifetime > 0) this.lru.set(key, entry)
+    if (entry.lifetime <= 0) return
+    if (this.lru.size >= Math.max(1, this.limits.maxEntries) && !this.lru.has(key)) this.lru.pop()
+    this.lru.set(key, entry)
   }
 
   /** Applies new limits on reload; a change of limits starts an empty cache (lru-cache's are fixed). */
@@ -102,4 +119,38 @@ export class DnsCache {
   get bytes(): number {
     return this.lru.calculatedSize
   }
+}
+
+/** What an entry is charged: its packed bytes (see packAnswer), its key, and the measured fixed overhead. */
+export function entryBytes(v: StoredAnswer, k: string): number {
+  return v.wire.buffer.byteLength + k.length + ENTRY_OVERHEAD
+}
+
+/**
+ * The upstream answer without its OPT (ARCOUNT adjusted), its TTL offsets and original
+ * TTLs, packed into one exact-sized ArrayBuffer with three views on it. A Buffer from
+ * the pool (as stripOpt returns) pins its whole 8 KiB slab while cached, whatever else
+ * the slab held; two further typed arrays cost their own objects. Measured through the
+ * real path (bench/cache-memory.ts): 1 046 B per 1-record entry before, see
+ * bench/RESULTS.md for after.
+ */
+export function packAnswer(answer: Uint8Array, scan: AnswerScan): { wire: Buffer; ttlOffsets: Uint16Array; ttls: Uint32Array } {
+  const n = scan.ttlOffsets.length
+  const len = scan.keptEnd
+  // TTLs first: a Uint32Array view needs a 4-byte aligned offset.
+  const buf = new ArrayBuffer(n * 6 + len)
+  const ttls = new Uint32Array(buf, 0, n)
+  const ttlOffsets = new Uint16Array(buf, n * 4, n)
+  const wire = Buffer.from(buf, n * 6, len)
+  wire.set(answer.subarray(0, len), 0)
+  wire[10] = scan.arKept >> 8
+  wire[11] = scan.arKept & 0xff
+  for (let i = 0; i < n; i++) {
+    const p = scan.ttlOffsets[i]!
+    ttlOffsets[i] = p
+    const t = ((answer[p]! << 24) | (answer[p + 1]! << 16) | (answer[p + 2]! << 8) | answer[p + 3]!) >>> 0
+    // RFC 2181 §8: a TTL with the top bit set is treated as zero.
+    ttls[i] = t > 0x7fffffff ? 0 : t
+  }
+  return { wire, ttlOffsets, ttls }
 }

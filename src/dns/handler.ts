@@ -216,7 +216,7 @@ export class QueryHandler {
     }
     m.cacheMisses.inc(0)
     const kept = Object.assign(new QueryInfo(), info)
-    return this.resolver.fetch(key, q, kept, viaTcp).then(
+    return this.resolver.fetch(key, q, kept, viaTcp, client).then(
       (entry) => this.serve(entry, q, kept, this.state, rule, client, viaTcp, true),
       (err: unknown) => {
         if (err instanceof OverloadError) m.overload.inc(0)

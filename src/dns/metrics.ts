@@ -12,7 +12,7 @@ export type UpstreamError = (typeof UPSTREAM_ERRORS)[number]
 
 /** outside_clients: a query from outside `dns.clients` over the shared REFUSED budget, malformed, or `answer: drop`. */
 export const DROPS = ['short', 'response', 'rate_limited', 'send_error', 'internal_error', 'outside_clients'] as const
-export const TCP_CLOSES = ['idle', 'garbage', 'limit', 'error'] as const
+export const TCP_CLOSES = ['idle', 'garbage', 'limit', 'error', 'evicted'] as const
 
 /** Live values the gauges read at scrape time. */
 export interface DnsGaugeSources {

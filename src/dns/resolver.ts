@@ -1,6 +1,7 @@
 import type { DnsConfig } from '../config/types.js'
 import { EgressdError, OverloadError } from '../errors.js'
-import { DnsCache, type StoredAnswer } from './cache.js'
+import { FairShare } from '../fair-share.js'
+import { DnsCache, packAnswer, type StoredAnswer } from './cache.js'
 import type { DnsMetrics } from './metrics.js'
 import { isPrivateAddress } from '../net/private-ranges.js'
 import { aliasTargets, NO_ALIASES } from './cname-chain.js'
@@ -16,9 +17,7 @@ import {
   QueryInfo,
   RCODE_NOERROR,
   RCODE_NXDOMAIN,
-  readTtls,
   scanAnswer,
-  stripOpt,
   TYPE_A,
   TYPE_AAAA,
   type AnswerAddress,
@@ -77,6 +76,8 @@ export class Resolver {
   private readonly inflight = new Map<string, Promise<StoredAnswer>>()
   private settings: DnsConfig
   private pendingCount = 0
+  /** Per-client shares of maxPendingUpstream (src/fair-share.ts): one client cannot hold it all. */
+  private readonly shares: FairShare
   /** Lower-case name → what `lookup` last found for it (see cachedAddresses). Insertion order is age. */
   private readonly addressCache = new Map<string, CachedAddresses>()
 
@@ -86,6 +87,7 @@ export class Resolver {
     readonly now: () => number = Date.now,
   ) {
     this.settings = settings
+    this.shares = new FairShare(settings.maxPendingUpstream)
     this.cache = new DnsCache(settings.cache, now)
     this.upstream = new UpstreamClient(settings.upstreams, settings.upstreamTimeoutMs, metrics)
   }
@@ -93,6 +95,7 @@ export class Resolver {
   /** Reload: new upstreams, timeouts, TTL bounds and cache limits; flights in progress finish as they were. */
   configure(settings: DnsConfig): void {
     this.settings = settings
+    this.shares.budget = settings.maxPendingUpstream
     this.upstream.configure(settings.upstreams, settings.upstreamTimeoutMs)
     this.cache.resize(settings.cache)
     // New TTL bounds apply to what comes next; nothing is kept past the answers it came from.
@@ -121,6 +124,11 @@ export class Resolver {
     return { v4: hit.v4, v6: hit.v6, ttl: Math.max(0, Math.floor((hit.recordsUntil - now) / 1000)) }
   }
 
+  /** Stop: ends upstream tries in progress (their flights reject) and refuses new ones. */
+  close(): void {
+    this.upstream.close()
+  }
+
   get pending(): number {
     return this.pendingCount
   }
@@ -128,15 +136,20 @@ export class Resolver {
   /**
    * The stored answer for a miss: joins an identical flight in progress or starts one
    * (over TCP when the client asked over TCP). Rejects with an EgressdError:
-   * EOVERLOAD when maxPendingUpstream exchanges are already outstanding (nothing sent),
-   * ETIMEOUT, ERESOLVE, EMALFORMED.
+   * EOVERLOAD when maxPendingUpstream exchanges are already outstanding, or when
+   * `client` already holds its fair share of them (src/fair-share.ts; nothing sent);
+   * ETIMEOUT, ERESOLVE, EMALFORMED. Joining a flight in progress costs no share.
+   * Without `client` (the SNI proxy's lookups) only the global bound applies.
    */
-  fetch(key: string, q: Uint8Array, info: QueryInfo, viaTcp: boolean): Promise<StoredAnswer> {
+  fetch(key: string, q: Uint8Array, info: QueryInfo, viaTcp: boolean, client?: string): Promise<StoredAnswer> {
     const flightKey = viaTcp ? key + 'T' : key
     const flying = this.inflight.get(flightKey)
     if (flying !== undefined) return flying
     if (this.pendingCount >= this.settings.maxPendingUpstream) {
       return Promise.reject(new OverloadError(`${this.pendingCount} upstream queries outstanding`))
+    }
+    if (client !== undefined && !this.shares.take(client)) {
+      return Promise.reject(new EgressdError('EOVERLOAD', `${client} holds its share (${this.shares.holding(client)}) of the upstream queries outstanding`))
     }
     const query = buildUpstreamQuery(q, info, 0)
     const questionEnd = info.questionEnd
@@ -146,6 +159,7 @@ export class Resolver {
       .then((answer) => this.store(key, answer))
       .finally(() => {
         this.pendingCount--
+        if (client !== undefined) this.shares.release(client)
         this.inflight.delete(flightKey)
       })
     this.inflight.set(flightKey, flight)
@@ -158,7 +172,6 @@ export class Resolver {
       this.metrics.upstreamErrors.incLabel('malformed')
       throw new EgressdError('EMALFORMED', 'upstream answer is malformed')
     }
-    const wire = stripOpt(answer, scan)
     const c = this.settings.cache
     let lifetime = 0
     if (scan.rcode === RCODE_NOERROR && scan.anCount > 0) {
@@ -183,11 +196,12 @@ export class Resolver {
       }
       aliases = chain
     }
+    const { wire, ttlOffsets, ttls } = packAnswer(answer, scan)
     const entry: StoredAnswer = {
       aliases,
       wire,
-      ttlOffsets: Uint16Array.from(scan.ttlOffsets),
-      ttls: readTtls(answer, scan.ttlOffsets),
+      ttlOffsets,
+      ttls,
       rcode: scan.rcode,
       storedAt: this.now(),
       lifetime,

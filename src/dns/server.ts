@@ -2,17 +2,40 @@ import dgram from 'node:dgram'
 import net, { type AddressInfo } from 'node:net'
 import { ListenError } from '../errors.js'
 import { formatHostPort, type HostPort } from '../net/host-port.js'
+import { FairShare } from '../fair-share.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { QueryHandler } from './handler.js'
 import type { DnsMetrics } from './metrics.js'
+import { buildHeaderReply, buildReply, parseQuery, PARSE_OK, QueryInfo, RCODE_SERVFAIL } from './wire.js'
 
 /** Per connection: beyond this many unanswered queries we stop reading (backpressure). */
 const MAX_PENDING_PER_CONNECTION = 32
+/**
+ * SO_RCVBUF asked for each UDP socket: while the event loop is held (a major GC, a
+ * reload's swap, a burst), datagrams wait in the kernel instead of being dropped. The
+ * default 208 KiB holds ~200 queries (each costs ~1 KiB of buffer), 70 ms at 3 000 qps:
+ * in the reload bench that lost ~100 queries per reload of 100 000 entries; 4 MiB holds
+ * over a second of them. Linux caps it at net.core.rmem_max (4 MiB on the bench VM,
+ * often 208 KiB on routers: then nothing changes).
+ */
+export const UDP_RECV_BUFFER = 4 << 20
 /** A client that does not read its answers loses the connection past this much unsent data. */
 const MAX_UNSENT_BYTES = 1 << 20
-/** stop() waits at most this long for answers still in flight. */
-const DRAIN_MS = 2000
+/**
+ * stop() waits at most this long for answers still in flight, then answers SERVFAIL to
+ * every query still waiting for its upstream: one upstream try (dns.upstream_timeout_ms,
+ * default 2000) fits, a failover to the next upstream may not, and a stop that waits
+ * for upstreams × timeouts would hold systemd's stop for as long as the slowest one.
+ */
+export const DRAIN_MS = 2000
+
+/** A query waiting for its upstream; `answer` sends at most once (the real answer or the stop's SERVFAIL). */
+interface Pending {
+  readonly q: Buffer
+  answered: boolean
+  answer(reply: Buffer): void
+}
 
 export interface TcpLimits {
   readonly maxTcpConnections: number
@@ -20,6 +43,10 @@ export interface TcpLimits {
 }
 
 interface Conn {
+  /** The peer address: the key of its fair share of the connection cap. */
+  readonly client: string
+  /** Sequence number of its last complete query (or of its accept): the smallest among idle ones is the oldest idle. */
+  lastUsed: number
   buffered: Buffer | null
   pending: number
   ended: boolean
@@ -37,7 +64,11 @@ export class DnsServer {
   private readonly udp: dgram.Socket[] = []
   private readonly tcp: net.Server[] = []
   private readonly conns = new Map<net.Socket, Conn>()
-  private inflight = 0
+  /** Per-client shares of maxTcpConnections (src/fair-share.ts). */
+  private readonly tcpShares: FairShare
+  private useSeq = 0
+  private tcpLimits: TcpLimits
+  private readonly pending = new Set<Pending>()
   private stopping = false
   private closed = false
   private readonly errLog = new LogLimiter(10)
@@ -48,8 +79,21 @@ export class DnsServer {
     private readonly handler: QueryHandler,
     private readonly metrics: DnsMetrics,
     private readonly log: Logger,
-    public limits: TcpLimits,
-  ) {}
+    limits: TcpLimits,
+  ) {
+    this.tcpLimits = limits
+    this.tcpShares = new FairShare(limits.maxTcpConnections)
+  }
+
+  get limits(): TcpLimits {
+    return this.tcpLimits
+  }
+
+  /** Reload: new bounds apply to new connections; open ones stay. */
+  set limits(limits: TcpLimits) {
+    this.tcpLimits = limits
+    this.tcpShares.budget = limits.maxTcpConnections
+  }
 
   get tcpConnections(): number {
     return this.conns.size
@@ -90,6 +134,7 @@ export class DnsServer {
       const sock = dgram.createSocket({
         type: family === 6 ? 'udp6' : 'udp4',
         ipv6Only: family === 6,
+        recvBufferSize: UDP_RECV_BUFFER,
         // We only ever send to the source address of a datagram, always a literal:
         // answering at once spares dns.lookup's process.nextTick per answer.
         lookup: ((address: string, _opts: unknown, cb: (err: null, address: string, family: number) => void) => cb(null, address, family)) as never,
@@ -125,14 +170,23 @@ export class DnsServer {
           send(r, rinfo)
           return
         }
-        this.inflight++
+        const p: Pending = {
+          q: msg,
+          answered: false,
+          answer: (reply) => {
+            if (p.answered) return
+            p.answered = true
+            send(reply, rinfo)
+          },
+        }
+        this.pending.add(p)
         r.then(
           (reply) => {
-            this.inflight--
-            if (reply !== null) send(reply, rinfo)
+            this.pending.delete(p)
+            if (reply !== null) p.answer(reply)
           },
           (err: Error) => {
-            this.inflight--
+            this.pending.delete(p)
             this.internalError(err)
           },
         )
@@ -178,13 +232,25 @@ export class DnsServer {
     })
   }
 
+  /**
+   * A new connection takes one unit of its client's fair share of `max_tcp_connections`.
+   * When the rule refuses it, an idle connection (no query pending) makes room: the
+   * client's own oldest idle one when the client holds its share, otherwise the oldest
+   * idle one of the client holding the most (or anyone's oldest idle). Only when every
+   * candidate is busy is the new connection closed. So a client that parks idle
+   * connections loses its oldest first, and new clients are not refused for it.
+   */
   private accept(sock: net.Socket): void {
-    if (this.stopping || this.conns.size >= this.limits.maxTcpConnections) {
+    const client = sock.remoteAddress ?? ''
+    if (this.stopping || !this.makeRoom(client)) {
       this.metrics.tcpRejected.inc(0)
       sock.destroy()
       return
     }
+    this.tcpShares.force(client)
     const conn: Conn = {
+      client,
+      lastUsed: ++this.useSeq,
       buffered: null,
       pending: 0,
       ended: false,
@@ -204,10 +270,43 @@ export class DnsServer {
       this.metrics.tcpClosed.incLabel('error')
       sock.destroy()
     })
-    sock.on('close', () => {
-      clearTimeout(conn.timer)
-      this.conns.delete(sock)
-    })
+    sock.on('close', () => this.forget(sock))
+  }
+
+  /** True when `client` may take a connection now, after closing at most a few idle ones to make room. */
+  private makeRoom(client: string): boolean {
+    // Each pass frees one unit; two suffice (one for the budget, one for the share).
+    for (let pass = 0; pass < 3; pass++) {
+      const why = this.tcpShares.refusal(client)
+      if (why === null) return true
+      const victim = why === 'share' ? this.oldestIdle(client) : (this.oldestIdle(this.tcpShares.largestHolder()) ?? this.oldestIdle(null))
+      if (victim === null) return false
+      this.metrics.tcpClosed.incLabel('evicted')
+      victim.destroy()
+      this.forget(victim)
+    }
+    return this.tcpShares.refusal(client) === null
+  }
+
+  /** The idle connection (no query pending) of `client` (any client: null) whose last query is oldest. */
+  private oldestIdle(client: string | null): net.Socket | null {
+    let best: net.Socket | null = null
+    let seq = Infinity
+    for (const [sock, conn] of this.conns) {
+      if (conn.pending > 0 || conn.lastUsed >= seq || (client !== null && conn.client !== client)) continue
+      best = sock
+      seq = conn.lastUsed
+    }
+    return best
+  }
+
+  /** Drops a connection's bookkeeping once (eviction, then its 'close'). */
+  private forget(sock: net.Socket): void {
+    const conn = this.conns.get(sock)
+    if (conn === undefined) return
+    clearTimeout(conn.timer)
+    this.conns.delete(sock)
+    this.tcpShares.release(conn.client)
   }
 
   /** The idle timer is refreshed only by complete queries, so a trickle of bytes cannot hold a slot. */
@@ -236,6 +335,7 @@ export class DnsServer {
       const frame = Buffer.from(buf.subarray(off + 2, off + 2 + len))
       off += 2 + len
       conn.timer.refresh()
+      conn.lastUsed = ++this.useSeq
       this.dispatch(sock, conn, frame)
       if (sock.destroyed) return
     }
@@ -264,18 +364,27 @@ export class DnsServer {
       return
     }
     conn.pending++
-    this.inflight++
+    const p: Pending = {
+      q: frame,
+      answered: false,
+      answer: (reply) => {
+        if (p.answered) return
+        p.answered = true
+        this.write(sock, reply)
+      },
+    }
+    this.pending.add(p)
     r.then(
-      (reply) => this.settled(sock, conn, reply),
-      () => this.settled(sock, conn, null),
+      (reply) => this.settled(sock, conn, p, reply),
+      () => this.settled(sock, conn, p, null),
     )
   }
 
-  private settled(sock: net.Socket, conn: Conn, reply: Buffer | null): void {
+  private settled(sock: net.Socket, conn: Conn, p: Pending, reply: Buffer | null): void {
     conn.pending--
-    this.inflight--
+    this.pending.delete(p)
     if (sock.destroyed) return
-    if (reply !== null) this.write(sock, reply)
+    if (reply !== null) p.answer(reply)
     if (conn.paused) this.drain(sock, conn)
     if (conn.ended && conn.pending === 0) sock.end()
   }
@@ -295,19 +404,45 @@ export class DnsServer {
     sock.uncork()
   }
 
-  /** Stops accepting, lets answers in flight go out (at most ~2 s), then closes everything. */
-  async stop(): Promise<void> {
+  /** Queries waiting for an upstream answer (UDP and TCP). */
+  get inFlight(): number {
+    return this.pending.size
+  }
+
+  /**
+   * Stops accepting, lets answers in flight go out for at most `drainMs` (DRAIN_MS),
+   * answers SERVFAIL at once to every query still waiting, then closes everything:
+   * every query accepted before the stop gets an answer.
+   */
+  async stop(drainMs = DRAIN_MS): Promise<void> {
     this.stopping = true
     const closing = this.tcp.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))
-    const deadline = Date.now() + DRAIN_MS
-    while (this.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    const deadline = Date.now() + drainMs
+    while (this.pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    this.failPending()
     await this.closeAll()
     await Promise.all(closing)
   }
 
+  /** SERVFAIL (header and question, as the handler's own SERVFAIL) to every query still waiting. */
+  private failPending(): void {
+    const info = new QueryInfo()
+    for (const p of this.pending) {
+      const reply = parseQuery(p.q, p.q.length, info) === PARSE_OK ? buildReply(p.q, info, RCODE_SERVFAIL, 0, null) : buildHeaderReply(p.q, RCODE_SERVFAIL)
+      this.metrics.response(RCODE_SERVFAIL)
+      p.answer(reply)
+    }
+    this.pending.clear()
+  }
+
   private async closeAll(): Promise<void> {
     this.closed = true
-    for (const sock of this.conns.keys()) sock.destroy()
+    // A connection with answers still unsent (the stop's SERVFAILs) is ended once they
+    // are flushed to the kernel; the others go at once.
+    for (const sock of this.conns.keys()) {
+      if (sock.writableLength === 0) sock.destroy()
+      else sock.end(() => sock.destroy())
+    }
     await Promise.all(this.udp.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
     this.udp.length = 0
     await Promise.all(

@@ -82,7 +82,13 @@ export class DnsService {
     return this.handler.takeSuppressed()
   }
 
-  stop(): Promise<void> {
-    return this.server.stop()
+  /**
+   * Stops accepting; queries in flight get their answer within DRAIN_MS (2 s) or a
+   * SERVFAIL then (server.ts); then upstream tries still running are ended, so no timer
+   * or socket of ours keeps the process alive after "stopped".
+   */
+  async stop(): Promise<void> {
+    await this.server.stop()
+    this.resolver.close()
   }
 }

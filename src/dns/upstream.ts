@@ -60,6 +60,9 @@ export class UpstreamClient {
   private targets: Target[] = []
   private timeoutMs = 2000
   private readonly ids = new IdPool()
+  /** The `finish` of every try in progress, so close() can end them (sockets and timers) at once. */
+  private readonly tries = new Set<(err: Error) => void>()
+  private closed = false
 
   constructor(
     upstreams: readonly HostPort[],
@@ -88,6 +91,7 @@ export class UpstreamClient {
     let last: UpstreamFailure | null = null
     let allTimeouts = true
     for (const target of this.targets) {
+      if (this.closed) throw new EgressdError('ESTOPPED', 'the resolver is stopping')
       const id = this.ids.take()
       query[0] = id >> 8
       query[1] = id & 0xff
@@ -122,6 +126,16 @@ export class UpstreamClient {
     throw new EgressdError('ERESOLVE', last.message)
   }
 
+  /**
+   * Ends every try in progress (their sockets and timers) and refuses new ones: after the
+   * DNS server has answered or failed everything in flight, nothing here may keep the
+   * process alive for another upstream timeout.
+   */
+  close(): void {
+    this.closed = true
+    for (const fail of [...this.tries]) fail(new UpstreamFailure('network', 'the resolver is stopping'))
+  }
+
   private udpTry(target: Target, query: Buffer, questionEnd: number): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const sock = dgram.createSocket(target.family === 6 ? 'udp6' : 'udp4')
@@ -129,12 +143,14 @@ export class UpstreamClient {
       const finish = (err: Error | null, answer?: Buffer) => {
         if (done) return
         done = true
+        this.tries.delete(finish)
         clearTimeout(timer)
         sock.close()
         if (err !== null) reject(err)
         else resolve(answer!)
       }
       const timer = setTimeout(() => finish(new UpstreamFailure('timeout', `upstream ${target.host}:${target.port} timed out`)), this.timeoutMs)
+      this.tries.add(finish)
       sock.on('error', (err) => finish(new UpstreamFailure('network', `upstream ${target.host}:${target.port}: ${err.message}`)))
       sock.on('message', (msg, rinfo) => {
         if (rinfo.port !== target.port || rinfo.address !== target.canonical) {
@@ -166,6 +182,7 @@ export class UpstreamClient {
       const finish = (err: Error | null, answer?: Buffer) => {
         if (done) return
         done = true
+        this.tries.delete(finish)
         clearTimeout(timer)
         sock.destroy()
         if (err !== null) reject(err)
@@ -173,6 +190,7 @@ export class UpstreamClient {
       }
       const where = `upstream ${target.host}:${target.port} (tcp)`
       const timer = setTimeout(() => finish(new UpstreamFailure('timeout', `${where} timed out`)), this.timeoutMs)
+      this.tries.add(finish)
       sock.on('error', (err) => finish(new UpstreamFailure('tcp', `${where}: ${err.message}`)))
       sock.on('end', () => finish(new UpstreamFailure('tcp', `${where} closed before answering`)))
       sock.on('connect', () => {

@@ -31,6 +31,11 @@ export { findWarnings, type PolicyWarning } from './warnings.js'
 
 /** Throws PatternError with `entryIndex` set to the entry that failed. */
 export function compilePolicy(entries: readonly PolicyEntry[]): Policy {
+  return new Policy(compileTrie(entries), entries)
+}
+
+/** The trie's typed arrays alone (a reload's worker transfers them; src/daemon/reload.ts). */
+export function compileTrie(entries: readonly PolicyEntry[]): CompiledTrie {
   const b = new TrieBuilder(entries.length)
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i]!
@@ -43,7 +48,7 @@ export function compilePolicy(entries: readonly PolicyEntry[]): Policy {
     }
     for (const name of expanded.names) b.addRule(name, expanded.wildcard, e.action === 'deny', i)
   }
-  return new Policy(b.finish(), entries)
+  return b.finish()
 }
 
 /**

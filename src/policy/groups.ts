@@ -6,6 +6,7 @@
 import type { Cidr } from '../net/cidr.js'
 import { CidrTable } from '../net/cidr-table.js'
 import { compilePolicy } from './compile.js'
+import { entriesKey } from './packed-entries.js'
 import type { Policy } from './match.js'
 import type { GroupConfig, GroupMode, PolicyEntry, PortSpec, Rule } from './types.js'
 
@@ -81,13 +82,15 @@ export class GroupSet {
    * `configs`: the named groups then the default one (`allGroups(config)`). Entry lists
    * whose content (entries, ports and where they were written) is identical compile to
    * one Policy: several groups naming the same presets share one trie. `previous` (the
-   * running set, on reload) lends its policies when a list did not change.
+   * running set, on reload) lends its policies when a list did not change; `compiled`
+   * (a reload's worker, src/daemon/reload.ts) holds policies compiled off the event loop,
+   * by the same content key (entriesKey).
    */
-  static compile(configs: readonly GroupConfig[], previous?: GroupSet | null): GroupSet {
+  static compile(configs: readonly GroupConfig[], previous?: GroupSet | null, compiled?: ReadonlyMap<string, Policy>): GroupSet {
     const byKey = new Map<string, Policy>()
     const get = (entries: readonly PolicyEntry[]): Policy => {
-      const key = JSON.stringify(entries)
-      let p = byKey.get(key) ?? previous?.byKey.get(key)
+      const key = entriesKey(entries)
+      let p = byKey.get(key) ?? previous?.byKey.get(key) ?? compiled?.get(key)
       if (p === undefined) p = compilePolicy(entries)
       byKey.set(key, p)
       return p
@@ -147,6 +150,11 @@ export class GroupSet {
     let n = 0
     for (const p of new Set(this.groups.map((g) => g.policy))) n += p.size
     return n
+  }
+
+  /** Content keys of the compiled policies: a reload's worker need not compile these again. */
+  get keys(): string[] {
+    return [...this.byKey.keys()]
   }
 
   byName(name: string): CompiledGroup | undefined {

@@ -24,6 +24,7 @@ import { Decision, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK, type Decider } from '..
 import { ListenError } from '../errors.js'
 import { formatHostPort } from '../net/host-port.js'
 import { isPrivateIp } from '../net/private-ranges.js'
+import { FairShare } from '../fair-share.js'
 import { ClientHelloReader, type HelloReason } from './client-hello.js'
 import { Dialer, interleave, KEEPALIVE_DELAY_MS, SPLICE_HIGH_WATER_MARK } from './dial.js'
 import { helloOutcome, SniMetrics, type UpstreamError, type Verdict } from './metrics.js'
@@ -80,7 +81,10 @@ export class SniProxy {
   readonly metrics: SniMetrics
   readonly logLimiter: LogLimiter
   private current: SniPolicy
-  private readonly connections = new Set<Connection>()
+  /** Each open connection and its client address, the key of its fair share of `max_connections`. */
+  private readonly connections = new Map<Connection, string>()
+  /** Per-client shares of `sni.max_connections` (src/fair-share.ts): one device cannot take every slot. */
+  private readonly shares: FairShare
   private readonly servers: net.Server[] = []
   private stopping = false
   private drained: (() => void) | null = null
@@ -91,6 +95,7 @@ export class SniProxy {
     readonly deps: SniDeps,
   ) {
     this.current = policy
+    this.shares = new FairShare(policy.settings.maxConnections)
     this.logLimiter = deps.logLimiter ?? new LogLimiter(100)
     this.metrics = new SniMetrics(deps.registry, () => this.connections.size)
   }
@@ -136,6 +141,7 @@ export class SniProxy {
   /** Reload: new policy and limits for new verdicts; listeners and open connections stay. */
   update(policy: SniPolicy): void {
     this.current = policy
+    this.shares.budget = policy.settings.maxConnections
   }
 
   /**
@@ -145,7 +151,7 @@ export class SniProxy {
   async stop(graceMs: number): Promise<void> {
     this.stopping = true
     const closed = Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))))
-    for (const c of [...this.connections]) if (c.phase !== PHASE_SPLICE) c.abort()
+    for (const c of [...this.connections.keys()]) if (c.phase !== PHASE_SPLICE) c.abort()
     if (this.connections.size > 0) {
       let timer: NodeJS.Timeout | undefined
       await Promise.race([
@@ -153,26 +159,35 @@ export class SniProxy {
         new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
       ])
       clearTimeout(timer)
-      for (const c of [...this.connections]) c.abort()
+      for (const c of [...this.connections.keys()]) c.abort()
     }
     await closed
   }
 
   /** @internal */
   released(c: Connection): void {
+    const client = this.connections.get(c)
+    if (client === undefined) return
     this.connections.delete(c)
+    this.shares.release(client)
     if (this.connections.size === 0 && this.drained !== null) this.drained()
   }
 
+  /**
+   * A connection takes one unit of its client's fair share of `sni.max_connections`
+   * (src/fair-share.ts): beyond it, or beyond the cap, it is reset at once (verdict
+   * "overload"); connections already open are never cut for a newcomer.
+   */
   private accept(socket: net.Socket): void {
-    if (this.stopping || this.connections.size >= this.current.settings.maxConnections) {
+    const client = socket.remoteAddress ?? ''
+    if (this.stopping || !this.shares.take(client)) {
       this.metrics.connections.inc(this.metrics.connections.slot('overload'))
       socket.on('error', noop)
       socket.resetAndDestroy()
       return
     }
     const c = new Connection(this, socket)
-    this.connections.add(c)
+    this.connections.set(c, client)
   }
 }
 

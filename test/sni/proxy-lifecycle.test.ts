@@ -12,8 +12,18 @@ import { stalledPrefix } from './corpus.js'
 const resolver = fakeResolver({ 'allowed.test': ['127.0.0.1'], 'later.test': ['127.0.0.1'] })
 const hello = buildClientHello({ sni: 'allowed.test' })
 
-function connect(port: number): Promise<net.Socket> {
-  const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true })
+/**
+ * The i-th of many distinct loopback source addresses (all of 127/8 is local on Linux).
+ * Tests of the global bound connect from one address each, so that per-client fair
+ * shares (src/fair-share.ts: a client holding one connection is always within its share)
+ * never bind before the cap does.
+ */
+function source(i: number): string {
+  return `127.1.${Math.floor(i / 250)}.${1 + (i % 250)}`
+}
+
+function connect(port: number, localAddress?: string): Promise<net.Socket> {
+  const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true, localAddress })
   s.on('error', () => {})
   return once(s, 'connect').then(() => s)
 }
@@ -223,7 +233,7 @@ t.test('max_connections: the excess is reset at once and counted', async (t) => 
   const p = await startProxy({ sni: { upstreamPort: upstream.port, maxConnections: 5 }, allow: ['allowed.test'], resolver })
   const held: net.Socket[] = []
   for (let i = 0; i < 5; i++) {
-    const s = await connect(p.port)
+    const s = await connect(p.port, source(i))
     s.write(stalledPrefix)
     held.push(s)
   }
@@ -232,6 +242,33 @@ t.test('max_connections: the excess is reset at once and counted', async (t) => 
   t.same(extra.map((o) => o.error), ['ECONNRESET', 'ECONNRESET', 'ECONNRESET'])
   t.equal(await p.metric('egressd_sni_connections_total{verdict="overload"}'), 3)
   for (const s of held) s.destroy()
+  await until(async () => (await p.metric('egressd_sni_active_connections')) === 0)
+  await p.stop()
+  await upstream.close()
+})
+
+t.test('max_connections fair share: one client holds at most half, another is still served', async (t) => {
+  const upstream = await startRawUpstream({ reply: 'pong', expect: hello.length, endAfterReply: true })
+  const p = await startProxy({ sni: { upstreamPort: upstream.port, maxConnections: 8 }, allow: ['allowed.test'], resolver })
+  const held: net.Socket[] = []
+  const closes: Promise<string | null>[] = []
+  for (let i = 0; i < 6; i++) {
+    const s = net.connect({ host: '127.0.0.1', port: p.port, localAddress: '127.1.200.1' })
+    closes.push(closeCode(s))
+    // A reset may come before 'connect' is seen.
+    await once(s, 'connect').then(
+      () => s.write(stalledPrefix),
+      () => {},
+    )
+    held.push(s)
+  }
+  await until(async () => (await p.metric('egressd_sni_connections_total{verdict="overload"}')) === 2)
+  t.equal(await p.metric('egressd_sni_active_connections'), 4, 'the one client holds 4 of 8')
+  const good = await rawExchange(p.port, hello)
+  t.equal(good.received.toString(), 'pong', 'a client from another address is served')
+  for (const s of held) s.destroy()
+  const codes = await Promise.all(closes)
+  t.equal(codes.filter((c) => c !== null).length, 2, 'the two beyond the share were reset')
   await until(async () => (await p.metric('egressd_sni_active_connections')) === 0)
   await p.stop()
   await upstream.close()
@@ -252,7 +289,7 @@ t.test('2 000 stalled connections: bounded memory, the proxy still serves, exces
     const deadline = Date.now() + 20_000
     for (let i = 0; i < n && Date.now() < deadline; i += 100) {
       const batch = Array.from({ length: Math.min(100, n - i) }, () => {
-        const s = net.connect({ host: '127.0.0.1', port: p.port })
+        const s = net.connect({ host: '127.0.0.1', port: p.port, localAddress: source(sockets.length) })
         closes.push(closeCode(s)) // before 'connect': a reset may come before the batch is done
         sockets.push(s)
         // An excess connection may be reset before its 'connect' is even seen.
