@@ -4,8 +4,6 @@
  * hold, then posts the result with the tries' and lists' buffers transferred. Everything
  * proportional to the policy size happens here, off the event loop.
  */
-import { readlinkSync } from 'node:fs'
-import { setPriority } from 'node:os'
 import { parentPort, workerData } from 'node:worker_threads'
 import { ConfigErrors } from '../errors.js'
 import { allGroups } from '../config/groups.js'
@@ -64,22 +62,8 @@ function prepare(req: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffe
   return { reply: { ok: true, config: message, tries, hash: fileHash(config.file) }, transfer }
 }
 
-/**
- * Lowest CPU priority for this thread (Linux: setpriority on the thread's own id, read from
- * /proc/thread-self): on a loaded router the event loop answering queries goes first and
- * the reload takes longer instead. Best effort: elsewhere, or without /proc, nothing changes.
- */
-function lowerPriority(): void {
-  try {
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop())
-    if (Number.isInteger(tid) && tid > 0) setPriority(tid, 19)
-  } catch {
-    // not Linux, or not permitted: the reload still works at normal priority
-  }
-}
-
+// Not reniced: setpriority is outside the systemd unit's SystemCallFilter (@resources).
 const port = parentPort!
-lowerPriority()
 try {
   const { reply, transfer } = prepare(workerData as WorkerRequest)
   port.postMessage(reply, transfer)

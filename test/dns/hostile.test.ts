@@ -114,13 +114,23 @@ t.test('TCP: a connection answers several queries and a half-close still gets it
   await c.closed
 })
 
-t.test('TCP: connections beyond maxTcpConnections are closed at once', async (t) => {
-  const held = await Promise.all([1, 2, 3, 4].map(() => tcpClient(port)))
-  await new Promise((r) => setTimeout(r, 50))
-  const extra = net.connect(port, '127.0.0.1')
-  await new Promise<void>((resolve) => extra.on('close', () => resolve()).on('error', () => {}))
-  t.equal(await metric(s.registry, 'egressd_dns_tcp_rejected_total'), 1)
-  for (const h of held) h.sock.destroy()
+t.test('TCP: at maxTcpConnections, a new client gets the slot of the oldest idle connection', async (t) => {
+  // One source address per connection, so the cap binds before any per-client share
+  // (src/fair-share.ts); all idle, so the oldest makes room (fair-share.test.ts has the rest).
+  const held: net.Socket[] = []
+  for (let i = 1; i <= 4; i++) {
+    const h = net.connect({ port, host: '127.0.0.1', localAddress: `127.3.0.${i}` }).on('error', () => {})
+    await new Promise<void>((resolve) => h.on('connect', () => resolve()))
+    held.push(h)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  const firstClosed = new Promise<void>((resolve) => held[0]!.on('close', () => resolve()))
+  const extra = net.connect({ port, host: '127.0.0.1', localAddress: '127.3.0.9' }).on('error', () => {})
+  await firstClosed
+  t.equal(await metric(s.registry, 'egressd_dns_tcp_closed_total', 'reason="evicted"'), 1, 'the oldest idle connection was closed')
+  t.equal(await metric(s.registry, 'egressd_dns_tcp_rejected_total'), 0, 'the new client was not refused')
+  t.notOk(extra.destroyed)
+  for (const h of [...held, extra]) h.destroy()
 })
 
 t.test('rate limit: REFUSED over TCP beyond the burst; UDP drops every other excess query', async (t) => {
