@@ -149,7 +149,7 @@ export class Resolver {
       return Promise.reject(new OverloadError(`${this.pendingCount} upstream queries outstanding`))
     }
     if (client !== undefined && !this.shares.take(client)) {
-      return Promise.reject(new EgressdError('EOVERLOAD', `${client} holds its share (${this.shares.holding(client)}) of the upstream queries outstanding`))
+      return Promise.reject(new OverloadError(`${client} holds its share (${this.shares.holding(client)}) of the upstream queries outstanding`))
     }
     const query = buildUpstreamQuery(q, info, 0)
     const questionEnd = info.questionEnd
