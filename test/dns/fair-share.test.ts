@@ -4,29 +4,13 @@
  * and the TCP connection cap (src/fair-share.ts).
  */
 import t from 'tap'
-import dgram from 'node:dgram'
 import net from 'node:net'
-import { allow, decode, fakeUpstream, makeConfig, metric, query, startService } from './helpers.js'
+import { allow, decode, fakeUpstream, makeConfig, metric, query, startService, udpExchange } from './helpers.js'
 
 const rcode = (b: Buffer | null): string | null => (b === null ? null : ((decode(b) as { rcode?: string }).rcode ?? null))
 
 /** One datagram from `local`, the first reply or null. */
-async function udpFrom(local: string, port: number, msg: Buffer, timeoutMs = 3000): Promise<Buffer | null> {
-  const s = dgram.createSocket('udp4')
-  await new Promise<void>((r) => s.bind(0, local, () => r()))
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      s.close()
-      resolve(null)
-    }, timeoutMs)
-    s.on('message', (m) => {
-      clearTimeout(timer)
-      s.close()
-      resolve(m)
-    })
-    s.send(msg, port, '127.0.0.1')
-  })
-}
+const udpFrom = (local: string, port: number, msg: Buffer, timeoutMs = 3000): Promise<Buffer | null> => udpExchange(port, msg, timeoutMs, '127.0.0.1', local)
 
 interface Conn {
   sock: net.Socket

@@ -220,10 +220,14 @@ export function query(name: string, type: string, opts: { id?: number; edns?: bo
   })
 }
 
-/** Sends one datagram and resolves with the first reply, or null after `timeoutMs`. */
-export function udpExchange(port: number, msg: Buffer, timeoutMs = 1500, host = '127.0.0.1'): Promise<Buffer | null> {
+/**
+ * Sends one datagram and resolves with the first reply, or null after `timeoutMs`.
+ * `local`: the source address (another 127/8 address stands for another device).
+ */
+export async function udpExchange(port: number, msg: Buffer, timeoutMs = 1500, host = '127.0.0.1', local?: string): Promise<Buffer | null> {
+  const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4')
+  if (local !== undefined) await new Promise<void>((r) => s.bind(0, local, () => r()))
   return new Promise((resolve) => {
-    const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4')
     const timer = setTimeout(() => {
       s.close()
       resolve(null)

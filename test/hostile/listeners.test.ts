@@ -17,6 +17,7 @@ import dnsPacket from 'dns-packet'
 import { prng } from '../helpers/prng.js'
 import { buildClientHello } from '../helpers/client-hello-builder.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
+import { udpExchange } from '../dns/helpers.js'
 import { startRawUpstream } from '../sni/harness.js'
 
 const SEED = Number(process.env.HOSTILE_SEED ?? Math.floor(Math.random() * 2 ** 31))
@@ -101,21 +102,7 @@ function rssMb(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN
 }
 
-function udpAsk(port: number, msg: Buffer, timeoutMs = 2000): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4')
-    const timer = setTimeout(() => {
-      s.close()
-      resolve(null)
-    }, timeoutMs)
-    s.on('message', (m) => {
-      clearTimeout(timer)
-      s.close()
-      resolve(m)
-    })
-    s.send(msg, port, '127.0.0.1')
-  })
-}
+const udpAsk = (port: number, msg: Buffer, timeoutMs = 2000): Promise<Buffer | null> => udpExchange(port, msg, timeoutMs)
 
 function tcpAsk(port: number, msg: Buffer, timeoutMs = 2000): Promise<Buffer | null> {
   return new Promise((resolve) => {

@@ -199,12 +199,13 @@ t.test('names and SNI crafted as markup are shown as text and never run', { skip
   t.notMatch(yaml, /pwned/, 'names that are not host names are never proposed')
 })
 
-t.test('raw markup that reaches the ring (names, reasons, groups, clients) is shown as text, never run', { skip: existsSync(CHROMIUM) ? false : skip }, async (t) => {
-  // The daemon escapes names before they reach the ring; this feeds the ring directly, so
-  // the page's own escaping (textContent, never innerHTML) is what is tested.
-  const config = { ...makeConfig(), metrics: { listen: hostPort('127.0.0.1:9153'), blockedNamesMax: 10, blockedClientsMax: 10 }, ui: { ...UI_DEFAULTS } }
+/**
+ * The page and API in-process on a loopback socket; `shownAddress` is the metrics address
+ * the configuration names (it decides the access rule; no traffic goes there).
+ */
+async function inProcessPage(t: Test, config: Parameters<typeof compileConfig>[0], shownAddress: string): Promise<{ status: StatusPage; http: MetricsServer }> {
   const registry = new Registry()
-  const status = new StatusPage(compileConfig(config), { registry, log: pino({ level: 'silent' }), sources: { listeners: () => ({ dns: [], sni: [], metrics: '127.0.0.1:9153' }), firewall: () => null } })
+  const status = new StatusPage(compileConfig(config), { registry, log: pino({ level: 'silent' }), sources: { listeners: () => ({ dns: [], sni: [], metrics: shownAddress }), firewall: () => null } })
   const http = new MetricsServer(registry, hostPort('127.0.0.1:0'), status.routes())
   await http.start()
   await status.start()
@@ -212,6 +213,14 @@ t.test('raw markup that reaches the ring (names, reasons, groups, clients) is sh
     await status.stop()
     await http.stop()
   })
+  return { status, http }
+}
+
+t.test('raw markup that reaches the ring (names, reasons, groups, clients) is shown as text, never run', { skip: existsSync(CHROMIUM) ? false : skip }, async (t) => {
+  // The daemon escapes names before they reach the ring; this feeds the ring directly, so
+  // the page's own escaping (textContent, never innerHTML) is what is tested.
+  const config = { ...makeConfig(), metrics: { listen: hostPort('127.0.0.1:9153'), blockedNamesMax: 10, blockedClientsMax: 10 }, ui: { ...UI_DEFAULTS } }
+  const { status, http } = await inProcessPage(t, config, '127.0.0.1:9153')
   const bad = ['<img src=x onerror=__pwned=11>', '<script>__pwned=12</script>', '<svg/onload=__pwned=13>']
   for (const [i, markup] of bad.entries()) {
     status.tap({ protocol: i % 2 ? 'sni' : 'dns', client: markup, name: `${markup}.raw.example`, type: 'A', verdict: 'blocked', rule: null, reason: markup, group: markup, mode: 'enforce' })
@@ -234,15 +243,7 @@ t.test('on a non-loopback listener the page asks for the token, refuses a wrong 
   // token applies), the socket is bound on loopback (so no traffic leaves the host).
   const token = 'k'.repeat(24)
   const config = { ...makeConfig(), metrics: { listen: hostPort('192.0.2.10:9153'), blockedNamesMax: 10, blockedClientsMax: 10 }, ui: { ...UI_DEFAULTS, tokenFile: 'ui.token', tokenSha256: createHash('sha256').update(token).digest('hex') } }
-  const registry = new Registry()
-  const status = new StatusPage(compileConfig(config), { registry, log: pino({ level: 'silent' }), sources: { listeners: () => ({ dns: [], sni: [], metrics: '192.0.2.10:9153' }), firewall: () => null } })
-  const http = new MetricsServer(registry, hostPort('127.0.0.1:0'), status.routes())
-  await http.start()
-  await status.start()
-  t.teardown(async () => {
-    await status.stop()
-    await http.stop()
-  })
+  const { status, http } = await inProcessPage(t, config, '192.0.2.10:9153')
   status.tap({ protocol: 'dns', client: '10.9.9.9', name: 'before.example', type: 'A', verdict: 'blocked', rule: null, reason: 'not_allowed', group: 'default', mode: 'enforce' })
   const base = `http://127.0.0.1:${http.address!.port}/`
   const ctx = await browser(t)
