@@ -108,8 +108,10 @@ export function impossibleLabel(name: string): string | null {
       if (label.charCodeAt(0) === 0x2d) return `label "${label}" starts with a hyphen: no host name can have one`
       if (label.charCodeAt(label.length - 1) === 0x2d) return `label "${label}" ends with a hyphen: no host name can have one`
       if (label.startsWith('xn--')) {
+        // Node 20 decodes invalid punycode to '', Node 24 returns the label unchanged; a
+        // valid label decodes to something with a non-ASCII character that encodes back.
         const unicode = domainToUnicode(label)
-        if (unicode === '' || domainToASCII(unicode) !== label) return `label "${label}" is not valid punycode: no internationalized name is written so`
+        if (!/[^\x00-\x7f]/.test(unicode) || domainToASCII(unicode) !== label) return `label "${label}" is not valid punycode: no internationalized name is written so`
       }
     }
     if (dot === -1) return null
