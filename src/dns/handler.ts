@@ -1,6 +1,6 @@
 import type { DnsConfig } from '../config/types.js'
 import { OverloadError, UpstreamTimeoutError } from '../errors.js'
-import { writeDecision, type DecisionEvent, type DecisionTap } from '../log/decision.js'
+import { decisionWriter, type DecisionEvent, type DecisionTap } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
@@ -113,8 +113,8 @@ export class QueryHandler {
   private readonly blockLog = new LogLimiter(100)
   private readonly eventLog = new LogLimiter(20)
   private rateToggle = 0
-  /** Sees every decision line written (DnsDeps.tap); set once by the service. */
-  tap: DecisionTap | null = null
+  /** Every decision line goes through here: the log, and the tap (DnsDeps.tap) when set. */
+  private readonly emit: (event: DecisionEvent) => void
 
   constructor(
     policy: DnsPolicy,
@@ -124,7 +124,9 @@ export class QueryHandler {
     private readonly blocked: BlockedNames,
     sink: AllowedAnswerSink | undefined,
     private readonly decisions: GroupDecisions | null = null,
+    tap: DecisionTap | null = null,
   ) {
+    this.emit = decisionWriter(log, tap)
     this.state = new State(policy, null)
     this.info.maxUdpSize = policy.settings.maxUdpPayload
     this.feed = sink === undefined ? null : new AnswerFeed(sink, (err, name) => {
@@ -267,7 +269,7 @@ export class QueryHandler {
       reason: d.reason, group: g.name, mode: g.mode,
       ...(d.verdict === VERDICT_WOULD_BLOCK && { report_rule: d.passedBy!.pattern }),
     }
-    writeDecision(this.log, event, this.tap)
+    this.emit(event)
   }
 
   /** The client's answer from a stored one: rebinding check, render, firewall sink. */
@@ -294,10 +296,10 @@ export class QueryHandler {
       m.response(RCODE_SERVFAIL)
       if (this.eventLog.allow()) {
         const g = st.decider.groupOf(client)
-        writeDecision(this.log, {
+        this.emit({
           protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype),
           verdict: 'rebind_blocked', rule: rule.pattern, reason: 'private_address', group: g.name, mode: g.mode,
-        }, this.tap)
+        })
       }
       return buildReply(q, info, RCODE_SERVFAIL, EDE_FILTERED, TEXT_REBIND)
     }
@@ -328,7 +330,7 @@ export class QueryHandler {
     const reply = buildReply(q, info, rcode, EDE_BLOCKED, Buffer.from(`egressd: CNAME target ${shown} not on allowlist`))
     this.blocked.record('dns', text, client)
     if (this.blockLog.allow()) {
-      writeDecision(this.log, {
+      this.emit({
         protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype),
         verdict: 'blocked', rule: d.rule?.pattern ?? null, reason: 'cname_blocked', group: d.group.name, mode: d.group.mode, cname: text,
       })

@@ -56,8 +56,7 @@ export class DnsService {
       tcpConnections: () => server?.tcpConnections ?? 0,
     })
     resolver = this.resolver = new Resolver(settings, this.metrics, deps.now)
-    this.handler = new QueryHandler(policy, this.resolver, this.metrics, deps.log, deps.blocked, deps.onAllowedAnswer, deps.decisions ?? null)
-    this.handler.tap = deps.tap ?? null
+    this.handler = new QueryHandler(policy, this.resolver, this.metrics, deps.log, deps.blocked, deps.onAllowedAnswer, deps.decisions ?? null, deps.tap ?? null)
     server = this.server = new DnsServer(settings.listen, this.handler, this.metrics, deps.log, settings)
   }
 

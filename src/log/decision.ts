@@ -85,9 +85,21 @@ export function decisionLevel(verdict: DecisionVerdict): 'debug' | 'info' | 'war
 export type DecisionTap = (event: DecisionEvent) => void
 
 /** Writes one decision line at its level (the caller has already applied its rate limit), then hands it to `tap`. */
-export function writeDecision(log: Logger, event: DecisionEvent, tap?: DecisionTap | null): void {
+export function writeDecision(log: Logger, event: DecisionEvent): void {
   log[decisionLevel(event.verdict)](event, MESSAGES[event.protocol][event.verdict])
-  if (tap) tap(event)
+}
+
+/**
+ * The one way a service writes its decision lines: the log, then the tap (the status
+ * page's ring) when there is one. Built once per service, so no call site can write a
+ * line the tap does not see.
+ */
+export function decisionWriter(log: Logger, tap: DecisionTap | null | undefined): (event: DecisionEvent) => void {
+  if (!tap) return (event) => writeDecision(log, event)
+  return (event) => {
+    writeDecision(log, event)
+    tap(event)
+  }
 }
 
 /**

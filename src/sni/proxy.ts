@@ -15,7 +15,7 @@ import net, { type AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Registry } from 'prom-client'
 import type { SniConfig } from '../config/types.js'
-import { writeDecision, type DecisionTap } from '../log/decision.js'
+import { decisionWriter, type DecisionEvent, type DecisionTap } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
@@ -80,6 +80,8 @@ const PHASE_DONE = 3
 export class SniProxy {
   readonly metrics: SniMetrics
   readonly logLimiter: LogLimiter
+  /** @internal Every decision line goes through here: the log, and the tap (SniDeps.tap) when set. */
+  readonly emit: (event: DecisionEvent) => void
   private current: SniPolicy
   /** Each open connection and its client address, the key of its fair share of `max_connections`. */
   private readonly connections = new Map<Connection, string>()
@@ -97,6 +99,7 @@ export class SniProxy {
     this.current = policy
     this.shares = new FairShare(policy.settings.maxConnections)
     this.logLimiter = deps.logLimiter ?? new LogLimiter(100)
+    this.emit = decisionWriter(deps.log, deps.tap)
     this.metrics = new SniMetrics(deps.registry, () => this.connections.size)
   }
 
@@ -394,7 +397,7 @@ class Connection {
     this.count('blocked')
     if (this.proxy.logLimiter.allow()) {
       const d = this.decision
-      writeDecision(this.proxy.deps.log, {
+      this.proxy.emit({
         protocol: 'sni', client: this.client.remoteAddress ?? null, name: this.name, verdict: 'blocked', rule: null,
         reason: 'cname_blocked', group: d.group.name, mode: d.group.mode, ...(target !== null && { cname: target }),
       })
@@ -513,10 +516,10 @@ class Connection {
     const d = this.decision
     const g = this.judged ? d.group : this.proxy.policy.decider.groupOf(this.clientAddress)
     const judgedRule = this.judged && (verdict === 'allowed' || verdict === 'blocked' || verdict === 'would_block') ? d.rule : null
-    writeDecision(this.proxy.deps.log, {
+    this.proxy.emit({
       protocol: 'sni', client: this.client.remoteAddress ?? null, name, verdict, rule: judgedRule?.pattern ?? null, reason,
       group: g.name, mode: g.mode, ...(verdict === 'would_block' && { report_rule: d.passedBy!.pattern }), ...(ech && { ech }),
-    }, this.proxy.deps.tap)
+    })
   }
 
   private clearTimer(): void {

@@ -2,7 +2,7 @@ import t from 'tap'
 import type { DecisionEvent } from '../../src/log/decision.js'
 import { EventRing, top } from '../../src/ui/event-ring.js'
 import { rates, SampleRing, type Reading } from '../../src/ui/sampler.js'
-import { allow, makeConfig, query, startService, udpExchange } from '../dns/helpers.js'
+import { allow, fakeUpstream, makeConfig, query, standardZone, startService, udpExchange } from '../dns/helpers.js'
 
 const ev = (name: string, client = '10.0.0.1'): DecisionEvent => ({
   protocol: 'dns', client, name, type: 'A', verdict: 'blocked', rule: null, reason: 'not_allowed', group: 'default', mode: 'enforce',
@@ -97,4 +97,19 @@ t.test('the DNS tap sees exactly the decision lines written: a flood is cut by t
   // An allowed query at debug level is a line too, and reaches the tap.
   await udpExchange(s.port, query('ok.example', 'A'))
   t.equal(tapped.at(-1)?.verdict, 'allowed')
+})
+
+t.test('every kind of DNS decision line reaches the tap: CNAME blocks and rebinding blocks too', async (t) => {
+  const tapped: DecisionEvent[] = []
+  const up = await fakeUpstream(standardZone)
+  t.teardown(() => up.close())
+  // cname.allowed.example aliases target.elsewhere.example, which this policy does not allow.
+  const s = await startService(makeConfig({ upstreams: [up.hostPort] }, allow('cname.allowed.example', 'private.allowed.example')), { tap: (e) => tapped.push(e) })
+  t.teardown(() => s.close())
+  await udpExchange(s.port, query('cname.allowed.example', 'A'))
+  await udpExchange(s.port, query('private.allowed.example', 'A'))
+  const written = s.logs.filter((l) => l.reason === 'cname_blocked' || l.verdict === 'rebind_blocked')
+  t.equal(written.length, 2, 'both lines were written')
+  t.match(tapped.find((e) => e.reason === 'cname_blocked'), { name: 'cname.allowed.example', cname: 'target.elsewhere.example' }, 'the CNAME block reached the tap')
+  t.match(tapped.find((e) => e.verdict === 'rebind_blocked'), { name: 'private.allowed.example' }, 'the rebinding block reached the tap')
 })
