@@ -4,6 +4,7 @@
  * carry no usable name are counted and skipped: an operator feeds it whole journald exports.
  */
 import { parseDecision, type DecisionEvent } from '../log/decision.js'
+import { hostNameProblem } from '../policy/host-name.js'
 
 export interface Observation {
   count: number
@@ -92,10 +93,9 @@ export class Observations {
 export function hostName(raw: string): string | null {
   let name = raw.toLowerCase()
   if (name.endsWith('.')) name = name.slice(0, -1)
-  if (name.length === 0 || name.length > 253) return null
-  const labels = name.split('.')
-  for (const l of labels) if (!/^[a-z0-9_-]{1,63}$/.test(l)) return null
+  // The same rule `egressd check` explains (src/policy/host-name.ts).
+  if (hostNameProblem(name) !== null) return null
   // A numeric last label is an address (or a mistyped one), never a registrable name.
-  if (/^[0-9]+$/.test(labels[labels.length - 1]!)) return null
+  if (/^[0-9]+$/.test(name.slice(name.lastIndexOf('.') + 1))) return null
   return name
 }
