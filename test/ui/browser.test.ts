@@ -73,15 +73,7 @@ t.test('the status page shows blocked attempts live, filters them and proposes a
   t.teardown(() => d.stop())
   await d.waitForLog('ready')
 
-  const ctx = await browser(t)
-  const page = await ctx.newPage()
-  const dialogs: string[] = []
-  page.on('dialog', (dlg) => {
-    dialogs.push(dlg.message())
-    void dlg.dismiss()
-  })
-  const pageErrors: string[] = []
-  page.on('pageerror', (e) => pageErrors.push(e.message))
+  const { page, dialogs, pageErrors } = await watchedPage(t)
   await page.goto(`http://127.0.0.1:${metricsPort}/`)
   await page.locator('#live', { hasText: 'live' }).waitFor({ timeout: 10_000 })
   t.equal(await rows(page).count(), 0, 'nothing blocked yet')
@@ -164,13 +156,7 @@ t.test('names and SNI crafted as markup are shown as text and never run', { skip
   ].join('\n'))
   t.teardown(() => d.stop())
   await d.waitForLog('ready')
-  const ctx = await browser(t)
-  const page = await ctx.newPage()
-  const dialogs: string[] = []
-  page.on('dialog', (dlg) => {
-    dialogs.push(dlg.message())
-    void dlg.dismiss()
-  })
+  const { page, dialogs } = await watchedPage(t)
   await page.goto(`http://127.0.0.1:${metricsPort}/`)
   await page.locator('#live', { hasText: 'live' }).waitFor({ timeout: 10_000 })
 
@@ -198,6 +184,19 @@ t.test('names and SNI crafted as markup are shown as text and never run', { skip
   const yaml = (await page.locator('#proposal').textContent()) ?? ''
   t.notMatch(yaml, /pwned/, 'names that are not host names are never proposed')
 })
+
+/** A fresh page that records every dialog (dismissed) and every script error it meets. */
+async function watchedPage(t: Test): Promise<{ page: Page; dialogs: string[]; pageErrors: string[] }> {
+  const page = await (await browser(t)).newPage()
+  const dialogs: string[] = []
+  page.on('dialog', (dlg) => {
+    dialogs.push(dlg.message())
+    void dlg.dismiss()
+  })
+  const pageErrors: string[] = []
+  page.on('pageerror', (e) => pageErrors.push(e.message))
+  return { page, dialogs, pageErrors }
+}
 
 /**
  * The page and API in-process on a loopback socket; `shownAddress` is the metrics address
