@@ -29,7 +29,7 @@ export async function runDaemon(file: string): Promise<number> {
   const done = new Promise<number>((resolve) => (stopped = resolve))
   try {
     try {
-      daemon = new Daemon(file)
+      daemon = await Daemon.open(file)
     } catch (e) {
       return configFailure(e)
     }

@@ -19,7 +19,7 @@ import type { NftRunner } from '../firewall/nftables-sink.js'
 import { version } from '../version.js'
 import { entriesKey } from '../policy/packed-entries.js'
 import { compileConfig, type CompiledConfig } from './compiled-config.js'
-import { prepareReload, ReloadWorkerError } from './reload.js'
+import { ReloadWorker, ReloadWorkerError, type Prepared } from './reload.js'
 import { buildComponents, restartKey, type Component } from './components.js'
 
 /** Per-event lines (blocked queries and connections) beyond the limiters are summed up this often. */
@@ -52,15 +52,41 @@ export class Daemon {
   private reloading: Promise<ReloadResult> | null = null
   private reloadAgain = false
   private suppressedTimer: NodeJS.Timeout | null = null
+  private readonly worker: ReloadWorker
 
-  /** Loads and compiles `file`; throws ConfigErrors when it is not valid. */
+  /**
+   * Loads and compiles `file` in a worker thread (as a reload does), so that the event
+   * loop's heap never holds the parsed file: at 1 M entries, a start-up on the event loop
+   * left a 1.4–1.9 GB heap whose first collection, after the first reload, stalled
+   * queries for 1.2 s (bench/RESULTS.md, reload section). Rejects with ConfigErrors when
+   * the file is not valid.
+   */
+  static async open(file: string, options: DaemonOptions = {}): Promise<Daemon> {
+    const worker = new ReloadWorker()
+    try {
+      return new Daemon(file, options, await worker.prepare(file, options.load, []), worker)
+    } catch (e) {
+      await worker.close()
+      throw e
+    }
+  }
+
+  /**
+   * Loads and compiles `file` on the calling thread (or takes what a worker prepared);
+   * throws ConfigErrors when it is not valid.
+   */
   constructor(
     readonly file: string,
     private readonly options: DaemonOptions = {},
+    prepared?: Prepared,
+    worker?: ReloadWorker,
   ) {
-    const config = loadConfig(file, options.load).config
-    this.compiled = compileConfig(config)
+    const loaded = prepared ?? loadConfig(file, options.load)
+    const config = loaded.config
+    this.compiled = compileConfig(config, null, prepared?.pre)
+    this.worker = worker ?? new ReloadWorker()
     this.log = options.log ?? createLogger(config.log.level)
+    this.logWarnings(loaded.warnings)
     collectDefaultMetrics({ register: this.registry })
     // prom-client exports these gauges with a _total suffix that promtool's lint rejects;
     // nodejs_active_handles/requests/resources carry the same numbers without it.
@@ -106,6 +132,7 @@ export class Daemon {
       }
     } catch (e) {
       await Promise.allSettled(attempted.map((c) => c.stop()))
+      await this.worker.close()
       this.phase = 'stopped'
       throw new StartError(e)
     }
@@ -160,7 +187,7 @@ export class Daemon {
       const known = this.compiled.groups.keys
       const exempt = this.compiled.config.dns.rebindExempt
       if (exempt.length > 0) known.push(entriesKey(exempt))
-      const { config: next, pre } = await prepareReload(this.file, this.options.load, known)
+      const { config: next, pre, warnings } = await this.worker.prepare(this.file, this.options.load, known)
       if (this.phase !== 'running') return { ok: false, errors: [`not running (${this.phase})`] }
       // Only assembly is left for the event loop: every policy comes compiled.
       const compiled = compileConfig(next, this.compiled, pre)
@@ -172,6 +199,7 @@ export class Daemon {
       for (const c of this.components) c.apply(compiled)
       this.compiled = compiled
       metrics.reloads.inc({ result: 'success' })
+      this.logWarnings(warnings)
       this.log.info({ rules: compiled.groups.ruleCount, groups: groupSummary(compiled) }, 'configuration reloaded')
       return { ok: true, rules: compiled.groups.ruleCount }
     } catch (e) {
@@ -204,9 +232,15 @@ export class Daemon {
     for (const c of this.components) c.ready?.(false)
     for (const tier of tiers(this.components).reverse()) await Promise.allSettled(tier.map((c) => c.stop()))
     if (this.suppressedTimer !== null) clearInterval(this.suppressedTimer)
+    await this.worker.close()
     this.phase = 'stopped'
     this.log.info('stopped')
     this.log.flush?.()
+  }
+
+  /** What `egressd validate` prints as warnings, in the log: they never stop a start or a reload. */
+  private logWarnings(warnings: readonly string[]): void {
+    for (const warning of warnings) this.log.warn({ warning }, 'configuration warning')
   }
 
   private reportSuppressed(): void {

@@ -4,7 +4,7 @@
  * hold, then posts the result with the tries' and lists' buffers transferred. Everything
  * proportional to the policy size happens here, off the event loop.
  */
-import { parentPort, workerData } from 'node:worker_threads'
+import { parentPort } from 'node:worker_threads'
 import { ConfigErrors } from '../errors.js'
 import { allGroups } from '../config/groups.js'
 import { loadConfig } from '../config/load.js'
@@ -18,11 +18,12 @@ import type { WorkerReply, WorkerRequest } from './reload.js'
 
 function prepare(req: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer[] } {
   let config: Config
+  let warnings: string[]
   try {
-    config = loadConfig(req.file, req.load).config
+    ;({ config, warnings } = loadConfig(req.file, req.load))
   } catch (e) {
     if (!(e instanceof ConfigErrors)) throw e
-    return { reply: { ok: false, errors: e.errors.map((x) => ({ file: x.file, line: x.line, col: x.col, detail: x.detail })) }, transfer: [] }
+    return { reply: { id: req.id, ok: false, errors: e.errors.map((x) => ({ file: x.file, line: x.line, col: x.col, detail: x.detail })) }, transfer: [] }
   }
   const known = new Set(req.known)
   const transfer: ArrayBuffer[] = []
@@ -59,14 +60,17 @@ function prepare(req: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffe
     groups: config.groups?.map((g) => ({ ...g, policy: pack(g.policy), report: pack(g.report) })),
     dns: { ...config.dns, rebindExempt: pack(config.dns.rebindExempt) },
   }
-  return { reply: { ok: true, config: message, tries, hash: fileHash(config.file) }, transfer }
+  return { reply: { id: req.id, ok: true, config: message, tries, hash: fileHash(config.file), warnings }, transfer }
 }
 
 // Not reniced: setpriority is outside the systemd unit's SystemCallFilter (@resources).
+// Requests come one at a time from src/daemon/reload.ts; the thread stays between them.
 const port = parentPort!
-try {
-  const { reply, transfer } = prepare(workerData as WorkerRequest)
-  port.postMessage(reply, transfer)
-} catch (e) {
-  port.postMessage({ ok: false, fatal: (e as Error)?.stack ?? String(e) } satisfies WorkerReply)
-}
+port.on('message', (req: WorkerRequest) => {
+  try {
+    const { reply, transfer } = prepare(req)
+    port.postMessage(reply, transfer)
+  } catch (e) {
+    port.postMessage({ id: req.id, ok: false, fatal: (e as Error)?.stack ?? String(e) } satisfies WorkerReply)
+  }
+})

@@ -9,7 +9,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { Daemon } from '../../src/daemon/daemon.js'
+import { ReloadWorker, ReloadWorkerError } from '../../src/daemon/reload.js'
+import { ConfigErrors } from '../../src/errors.js'
 import { Decision } from '../../src/policy/decide.js'
 import { entriesKey, packEntries, unpackEntries } from '../../src/policy/packed-entries.js'
 import type { PolicyEntry } from '../../src/policy/types.js'
@@ -77,4 +80,56 @@ t.test('packed entry lists read back as what was packed', async (t) => {
   t.equal(entriesKey(back), entriesKey(entries), 'the same content key')
   t.equal(back.map((e) => e.entry).join(','), 'bücher.example,*.ads.example,ntp.example')
   t.equal(unpackEntries(packEntries([]).packed).length, 0)
+})
+
+t.test('one warm worker serves a burst of reloads, leaves when idle, and close() rejects what is in flight', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'egressd-warm-'))
+  const file = join(dir, 'egressd.yaml')
+  writeFileSync(file, configText('warm.example', 10))
+  const w = new ReloadWorker(300)
+  t.teardown(() => w.close())
+  for (let i = 0; i < 5; i++) {
+    const p = await w.prepare(file, undefined, [])
+    t.equal(p.config.policy.length, 11)
+  }
+  t.equal(w.started, 1, 'five requests, one thread')
+  await sleep(700)
+  await w.prepare(file, undefined, [])
+  t.equal(w.started, 2, 'after the idle time the thread was gone and a new one started')
+
+  writeFileSync(file, configText('x', 10) + '  - "-bad-.example"\n')
+  const warned = await w.prepare(file, undefined, [])
+  t.match(warned.warnings.join('\n'), /-bad-\.example/, 'warnings come back with the configuration')
+
+  writeFileSync(file, configText('big.example', 50_000))
+  const inFlight = t.rejects(w.prepare(file, undefined, []), ReloadWorkerError, 'close() rejects a request in flight')
+  await w.close()
+  await inFlight
+  const after = await w.prepare(file, undefined, [])
+  t.equal(after.config.policy.length, 50_001, 'a closed worker starts again on the next request')
+  t.equal(w.started, 3)
+})
+
+t.test('Daemon.open compiles in the worker: the same policy as on the event loop, warnings logged, bad files as ConfigErrors', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'egressd-open-'))
+  const file = join(dir, 'egressd.yaml')
+  writeFileSync(file, configText('open.example', 1000) + '  - "-bad-.example"\n')
+  const lines: { msg: string; warning?: string }[] = []
+  const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s)) })
+  const d = await Daemon.open(file, { log })
+  t.teardown(() => d.stop())
+  const sync = new Daemon(file, { log: pino({ level: 'silent' }) })
+  type Running = { compiled: { hash: string; groups: { ruleCount: number }; decider: { decideName(c: string, n: string, o: Decision): Decision } } }
+  const a = (d as unknown as Running).compiled
+  const b = (sync as unknown as Running).compiled
+  t.equal(a.groups.ruleCount, b.groups.ruleCount)
+  t.equal(a.hash, b.hash, 'the same file hash')
+  for (const name of ['open.example', 'api7.region0.vendor7.com', 'api7.region1.vendor7.com', 'other.example']) {
+    t.equal(a.decider.decideName('127.0.0.1', name, new Decision()).verdictName, b.decider.decideName('127.0.0.1', name, new Decision()).verdictName, name)
+  }
+  t.ok(lines.some((l) => l.msg === 'configuration warning' && /-bad-\.example/.test(l.warning ?? '')), 'the warning is in the log')
+
+  writeFileSync(file, configText('x', 1) + '  - "bad..name"\n')
+  await t.rejects(Daemon.open(file, { log }), ConfigErrors)
+  await t.rejects(Daemon.open(join(dir, 'missing.yaml'), { log }), ConfigErrors, 'a missing file is a configuration error, as on the event loop')
 })

@@ -64,10 +64,11 @@ async function queryLoop(port: number, names: (i: number) => string, count: numb
   })
 }
 
-async function until(done: () => boolean, timeoutMs: number): Promise<void> {
+/** Waits for `done`; on timeout the error carries `explain()` (what the daemon last said), so a failure in CI can be read. */
+async function until(done: () => boolean, timeoutMs: number, explain: () => string = () => ''): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!done()) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time')
+    if (Date.now() > deadline) throw new Error(`condition not reached in ${timeoutMs} ms ${explain()}`)
     await sleep(10)
   }
 }
@@ -91,7 +92,11 @@ async function setup(t: { teardown(fn: () => unknown): void }, extra: string[] =
     `allow: [${allow.map((a) => JSON.stringify(a)).join(', ')}]`,
     '',
   ].join('\n')
-  const d = startDaemon(config(['*.allowed.example', 'slow.example']))
+  // Without tap's module hooks in the daemon, as in production: they follow every thread
+  // the daemon starts, and Node's customization-hooks thread has known deadlocks with
+  // worker threads (nodejs/node#50948, #53182). One CI run in five on Node 24 saw a
+  // reload never finish under them (issue #17 note); nothing else here needs them.
+  const d = startDaemon(config(['*.allowed.example', 'slow.example']), [], { withoutTapHooks: true })
   t.teardown(() => d.stop())
   await d.waitForLog('ready')
   return { d, dnsPort, metricsPort, config }
@@ -105,7 +110,8 @@ t.test('50 reloads during a query loop: no answer lost or failed', async (t) => 
     // Both variants keep the queried verdicts; they differ in an unrelated name.
     writeFileSync(d.file, config(['*.allowed.example', 'slow.example', `v${k}.unrelated.example`]))
     d.proc.kill('SIGHUP')
-    await until(() => d.logs.filter((l) => l.msg === 'configuration reloaded').length > k, 10_000)
+    await until(() => d.logs.filter((l) => l.msg === 'configuration reloaded').length > k, 10_000, () =>
+      `(reload ${k + 1}; daemon exit code ${d.proc.exitCode}; last log lines: ${JSON.stringify(d.logs.slice(-4))}; stderr: ${d.stderr().slice(-500)})`)
   }
   const rcodes = await loop
   const reloads = d.logs.filter((l) => l.msg === 'configuration reloaded').length
