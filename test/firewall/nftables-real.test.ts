@@ -21,7 +21,7 @@ if (!probe.ok) {
   function sink(table = 'egressd', grace = 60) {
     const registry = new Registry()
     const { log, lines } = captureLogger()
-    const s = new NftablesSink({ enabled: true, table, graceSeconds: grace }, { log, registry, runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', ns, 'nft'] }) })
+    const s = new NftablesSink({ enabled: true, table, graceSeconds: grace, scope: 'shared', maxElementsPerDevice: 1024, maxElements: 65_536 }, { log, registry, runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', ns, 'nft'] }) })
     return { s, registry, lines }
   }
 

@@ -54,7 +54,7 @@ if (!probe.ok) {
 
   function sink() {
     const { log } = captureLogger()
-    return new NftablesSink({ enabled: true, table: 'egressd', graceSeconds: 60 }, { log, registry: new Registry(), runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', gw, 'nft'] }) })
+    return new NftablesSink({ enabled: true, table: 'egressd', graceSeconds: 60, scope: 'shared', maxElementsPerDevice: 1024, maxElements: 65_536 }, { log, registry: new Registry(), runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', gw, 'nft'] }) })
   }
 
   async function ruleCount(): Promise<number> {
