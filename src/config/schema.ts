@@ -66,6 +66,13 @@ export const firewallSchema = section({
     enabled: bool(false, 'write allowed answers into nftables sets (needs CAP_NET_ADMIN and the nft tool)'),
     table: name('egressd', /^[A-Za-z][A-Za-z0-9_]{0,31}$/, 'a letter then letters, digits or _ (at most 32)', 'the inet table holding the allow sets'),
     grace_seconds: int(60, 0, 86_400, 'an element\'s timeout is the answer\'s TTL plus this'),
+    scope: enumOf(['shared', 'device'], 'shared', 'shared: elements address . protocol . port open a destination for every device (sets allow4/allow6); ' +
+      'device: elements client . address . protocol . port open it only for the device that asked (sets allow4_dev/allow6_dev); ' +
+      'restart only; the gateway ruleset\'s EGRESSD_SCOPE define must match (docs/gateway.md)'),
+    max_elements_per_device: int(1024, 1, 1_000_000, 'scope device: elements one device may hold; past it its oldest are deleted first ' +
+      '(egressd_firewall_evicted_total{bound="device"}), the answer still leaves'),
+    max_elements: int(65_536, 1, 10_000_000, 'scope device: elements of all devices together; past it the oldest element of the device holding the most is deleted ' +
+      '(egressd_firewall_evicted_total{bound="total"}); about 510 bytes each: ~340 in egressd, ~170 in the kernel (docs/gateway.md)'),
   }),
 })
 

@@ -32,7 +32,7 @@ export interface Component {
 /** What only a restart applies: sockets already bound, and whether the nftables sink exists. */
 export function restartKey(config: Config): string {
   const nft = config.firewall.nftables
-  return JSON.stringify([config.dns.listen, config.sni.listen, config.metrics.listen, nft.enabled, nft.table])
+  return JSON.stringify([config.dns.listen, config.sni.listen, config.metrics.listen, nft.enabled, nft.table, nft.scope])
 }
 
 export interface SharedParts {
@@ -57,9 +57,9 @@ export function buildComponents(compiled: CompiledConfig, shared: SharedParts) {
     registry,
     blocked: counters.blocked,
     decisions: counters.decisions,
-    // Shared sets, keyed by destination only: an answer one group received opens its
-    // rule's ports for every device (docs/groups.md says why that is acceptable).
-    onAllowedAnswer: firewall ? (a) => firewall.add(a.name, a.rule, a.addresses) : undefined,
+    // Scope shared: keyed by destination, an answer opens its rule's ports for every
+    // device; scope device: keyed by the client too (docs/groups.md, "Firewall sink").
+    onAllowedAnswer: firewall?.answerSink(),
     tap: ui?.tap,
   })
   const sni = new SniProxy(compiled.sni, { log, registry, blocked: counters.blocked, resolver: dns.resolver, decisions: counters.decisions, tap: ui?.tap })

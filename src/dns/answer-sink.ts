@@ -24,7 +24,12 @@ export interface AllowedAnswer {
   readonly client: string
 }
 
-export type AllowedAnswerSink = (answer: AllowedAnswer) => Promise<void> | void
+/**
+ * `perClient`: the sink keys what it opens by the client (firewall scope `device`), so
+ * it must hear every client's answer, cache hits included, and does its own per-client
+ * dedupe; returning undefined then means nothing to wait for.
+ */
+export type AllowedAnswerSink = ((answer: AllowedAnswer) => Promise<void> | void) & { readonly perClient?: boolean }
 
 interface FeedState {
   /** The call for this upstream answer, shared by every client waiting on it. */
@@ -42,8 +47,12 @@ export class AnswerFeed {
     private readonly onError: (err: unknown, name: string) => void,
   ) {}
 
-  /** A fresh upstream answer: one sink call, whichever client's answer gets there first. */
-  fresh(entry: StoredAnswer, answer: () => AllowedAnswer): Promise<void> {
+  /**
+   * A fresh upstream answer: one sink call, whichever client's answer gets there first
+   * (a per-client sink: one call per client, each waiting on the same upstream answer).
+   */
+  fresh(entry: StoredAnswer, answer: () => AllowedAnswer): Promise<void> | null {
+    if (this.sink.perClient === true) return this.callDirect(answer())
     const s = this.stateOf(entry)
     s.first ??= this.call(answer())
     return s.first
@@ -55,6 +64,9 @@ export class AnswerFeed {
    * now caches. Null when nothing needs doing (the common hit).
    */
   hit(entry: StoredAnswer, elapsed: number, answer: () => AllowedAnswer): Promise<void> | null {
+    // Per client: every hit, since another device's refresh opens nothing for this one;
+    // the sink skips elements written less than half their timeout ago.
+    if (this.sink.perClient === true) return this.callDirect(answer())
     if (entry.lifetime - elapsed >= entry.lifetime / 2) return null
     const s = this.stateOf(entry)
     if (s.refreshed) return null
@@ -66,6 +78,19 @@ export class AnswerFeed {
     let s = this.state.get(entry)
     if (s === undefined) this.state.set(entry, (s = { first: null, refreshed: false }))
     return s
+  }
+
+  /** Synchronous call: a sink with nothing to wait for keeps a cache hit synchronous. */
+  private callDirect(answer: AllowedAnswer): Promise<void> | null {
+    if (answer.addresses.length === 0) return null
+    let r: Promise<void> | void
+    try {
+      r = this.sink(answer)
+    } catch (err) {
+      this.onError(err, answer.name)
+      return null
+    }
+    return r === undefined ? null : r.catch((err: unknown) => this.onError(err, answer.name))
   }
 
   private call(answer: AllowedAnswer): Promise<void> {

@@ -5,7 +5,13 @@ export type FirewallErrorReason = 'nft' | 'start' | 'invalid_address' | 'queue_f
 export type BatchResult = 'applied' | 'failed'
 
 /** The firewall sink's metrics only: each folder keeps its own metrics.ts. */
-export function firewallMetrics(registry: Registry, pending: () => number) {
+export interface FirewallGauges {
+  readonly pending: () => number
+  readonly elements: () => number
+  readonly devices: () => number
+}
+
+export function firewallMetrics(registry: Registry, gauges: FirewallGauges) {
   return {
     /** Elements written to the kernel in applied batches, refreshes included. */
     added: new FastCounter<'ipv4' | 'ipv6'>(
@@ -42,9 +48,41 @@ export function firewallMetrics(registry: Registry, pending: () => number) {
       help: 'Set elements queued or being written, not yet applied.',
       registers: [registry],
       collect() {
-        this.set(pending())
+        this.set(gauges.pending())
       },
     }),
+    elements: new Gauge({
+      name: 'egressd_firewall_elements',
+      help: 'Set elements the sink holds: per device and bounded in scope device (expired ones not yet dropped included), remembered for dedupe in scope shared.',
+      registers: [registry],
+      collect() {
+        this.set(gauges.elements())
+      },
+    }),
+    devices: new Gauge({
+      name: 'egressd_firewall_devices',
+      help: 'Scope device: devices holding at least one set element.',
+      registers: [registry],
+      collect() {
+        this.set(gauges.devices())
+      },
+    }),
+    /** Scope device: live elements deleted to stay within a bound. */
+    evicted: new FastCounter<'device' | 'total'>(
+      registry,
+      'egressd_firewall_evicted_total',
+      'Scope device: set elements deleted before their timeout to stay within max_elements_per_device (bound="device") or max_elements (bound="total"); the answer still left.',
+      'bound',
+      ['device', 'total'],
+    ),
+    /** Scope device: answer addresses of the other family than the asking client's. */
+    crossFamily: new FastCounter(
+      registry,
+      'egressd_firewall_cross_family_total',
+      'Scope device: answer addresses not written because their family differs from the address the device asked from (no packet can match such an element).',
+      null,
+      [],
+    ),
   }
 }
 

@@ -4,8 +4,12 @@ import { EgressdError } from '../errors.js'
 /** Applies one nft script as one transaction: all of it or none of it. */
 export interface NftRunner {
   run(script: string): Promise<void>
-  /** Runs `nft ARGS…` and resolves with what it printed (the start-up probe lists a set with it). */
-  query?(args: readonly string[]): Promise<string>
+  /**
+   * Runs `nft ARGS…` and resolves with what it printed (the start-up probe lists a set
+   * with it, scope device reads its sets back); more than `maxBytes` (default 1 MiB)
+   * rejects.
+   */
+  query?(args: readonly string[], maxBytes?: number): Promise<string>
 }
 
 export class NftError extends EgressdError {
@@ -26,7 +30,7 @@ export interface SpawnNftRunnerOptions {
 
 /** Only the start of stderr is kept: nft echoes the whole offending command, which for a batch is megabytes. */
 const MAX_STDERR = 4096
-/** query() reads small listings; more than this is an error, not a buffer that grows. */
+/** query() reads listings; more than this (unless the caller says) is an error, not a buffer that grows. */
 const MAX_STDOUT = 1 << 20
 
 /** Spawns `nft -f -` with the script on stdin; rejects with an NftError carrying stderr. */
@@ -40,14 +44,14 @@ export class SpawnNftRunner implements NftRunner {
   }
 
   run(script: string): Promise<void> {
-    return this.spawnNft(['-f', '-'], script).then(() => undefined)
+    return this.spawnNft(['-f', '-'], script, MAX_STDOUT).then(() => undefined)
   }
 
-  query(args: readonly string[]): Promise<string> {
-    return this.spawnNft(args, null)
+  query(args: readonly string[], maxBytes = MAX_STDOUT): Promise<string> {
+    return this.spawnNft(args, null, maxBytes)
   }
 
-  private spawnNft(args: readonly string[], stdin: string | null): Promise<string> {
+  private spawnNft(args: readonly string[], stdin: string | null, maxStdout: number): Promise<string> {
     return new Promise((resolve, reject) => {
       const child = spawn(this.command[0]!, [...this.command.slice(1), ...args], {
         stdio: ['pipe', stdin === null ? 'pipe' : 'ignore', 'pipe'],
@@ -69,9 +73,9 @@ export class SpawnNftRunner implements NftRunner {
       child.stdout?.setEncoding('utf8')
       child.stdout?.on('data', (chunk: string) => {
         stdout += chunk
-        if (stdout.length > MAX_STDOUT) {
+        if (stdout.length > maxStdout) {
           child.kill('SIGKILL')
-          finish(new NftError(`nft printed more than ${MAX_STDOUT} bytes`))
+          finish(new NftError(`nft printed more than ${maxStdout} bytes`))
         }
       })
       child.stderr!.setEncoding('utf8')

@@ -19,6 +19,17 @@ export function isValidTableName(table: string): boolean {
 }
 
 /**
+ * Which devices an element opens a destination for:
+ * - `shared`: `address . protocol . port` in allow4/allow6, for every device;
+ * - `device`: `client . address . protocol . port` in allow4_dev/allow6_dev, for the
+ *   device that asked only. Client and destination are of one family because a packet
+ *   is: nft refuses `ip saddr . ip6 daddr` in one rule ("conflicting protocols
+ *   specified: ip vs. ip6", nft 1.0.6), so a set keyed by an IPv4 client and an IPv6
+ *   destination could hold elements no packet ever matches.
+ */
+export type Scope = 'shared' | 'device'
+
+/**
  * The set definitions. MUST stay identical to config/nftables/egressd.nft: nft refuses
  * `add set` for an existing set with other flags or type ("File exists"), and silently
  * applies a differing `size` to the live set (test/firewall/template.test.ts compares).
@@ -26,19 +37,48 @@ export function isValidTableName(table: string): boolean {
 export const SET_TYPES = {
   allow4: 'ipv4_addr . inet_proto . inet_service',
   allow6: 'ipv6_addr . inet_proto . inet_service',
+  allow4_dev: 'ipv4_addr . ipv4_addr . inet_proto . inet_service',
+  allow6_dev: 'ipv6_addr . ipv6_addr . inet_proto . inet_service',
 } as const
 
+export type SetName = keyof typeof SET_TYPES
+
+/** The IPv4 and the IPv6 set of each scope. */
+export const SCOPE_SETS: Record<Scope, readonly [SetName, SetName]> = {
+  shared: ['allow4', 'allow6'],
+  device: ['allow4_dev', 'allow6_dev'],
+}
+
+function declareSet(table: string, set: SetName): string {
+  return `add set inet ${table} ${set} { type ${SET_TYPES[set]}; flags timeout; }\n`
+}
+
 /**
- * Creates the table and both sets when missing; a no-op that keeps every element when
- * they exist (`add`, unlike `create`, does not fail on an existing object). Touches no
- * chain and no other table.
+ * Creates the table and the scope's two sets when missing; a no-op that keeps every
+ * element when they exist (`add`, unlike `create`, does not fail on an existing
+ * object). Touches no chain, no other table and no set of the other scope.
  */
-export function declareScript(table: string): string {
-  return (
-    `add table inet ${table}\n` +
-    `add set inet ${table} allow4 { type ${SET_TYPES.allow4}; flags timeout; }\n` +
-    `add set inet ${table} allow6 { type ${SET_TYPES.allow6}; flags timeout; }\n`
-  )
+export function declareScript(table: string, scope: Scope = 'shared'): string {
+  const [v4, v6] = SCOPE_SETS[scope]
+  return `add table inet ${table}\n` + declareSet(table, v4) + declareSet(table, v6)
+}
+
+/**
+ * Removing the other scope's sets after a switch of scope, in two runs: `empty` makes
+ * sure they exist (with their exact definition) and flushes them, so no element of the
+ * old scope opens anything any more; `remove` deletes them, which nft refuses (EBUSY)
+ * while a rule still names them, as the shipped ruleset's unused scope chain does.
+ * Then the emptied sets stay, and nothing ever writes to them again.
+ */
+export function retireScripts(table: string, current: Scope): { empty: string; remove: string } {
+  const old = SCOPE_SETS[current === 'shared' ? 'device' : 'shared']
+  let empty = `add table inet ${table}\n`
+  let remove = ''
+  for (const set of old) {
+    empty += declareSet(table, set) + `flush set inet ${table} ${set}\n`
+    remove += `delete set inet ${table} ${set}\n`
+  }
+  return { empty, remove }
 }
 
 export function clampTimeout(seconds: number): number {
@@ -52,13 +92,21 @@ export function elementKey(address: string, proto: string, port: number): string
   return address + ' . ' + proto + ' . ' + port
 }
 
+/** `192.168.1.20 . 192.0.2.1 . udp . 123`: the element key of scope device. */
+export function deviceElementKey(client: string, address: string, proto: string, port: number): string {
+  return client + ' . ' + address + ' . ' + proto + ' . ' + port
+}
+
 /**
  * One set's share of a batch. `keys[i]` holds no duplicates (a duplicate in `delete
- * element` fails the whole transaction with ENOENT); `timeouts[i]` is in seconds.
+ * element` fails the whole transaction with ENOENT); `timeouts[i]` is in seconds, and 0
+ * marks an element dropped from the batch after it was queued (evicted before it was
+ * written). `evict`: keys to delete, none of them among the live `keys`.
  */
 export interface SetBatch {
   readonly keys: string[]
   readonly timeouts: number[]
+  readonly evict?: string[]
 }
 
 /**
@@ -73,10 +121,11 @@ export interface SetBatch {
  */
 export type RefreshMode = 'add' | 'add-delete-add'
 
-export function batchScript(table: string, v4: SetBatch, v6: SetBatch, declare: boolean, mode: RefreshMode = 'add-delete-add'): string {
-  let s = declare ? declareScript(table) : ''
-  s += setCommands(table, 'allow4', v4, mode)
-  s += setCommands(table, 'allow6', v6, mode)
+export function batchScript(table: string, v4: SetBatch, v6: SetBatch, declare: boolean, mode: RefreshMode = 'add-delete-add', scope: Scope = 'shared'): string {
+  const [set4, set6] = SCOPE_SETS[scope]
+  let s = declare ? declareScript(table, scope) : ''
+  s += setCommands(table, set4, v4, mode)
+  s += setCommands(table, set6, v6, mode)
   return s
 }
 
@@ -127,10 +176,55 @@ export function refreshProbeResult(json: string): RefreshMode {
 
 function setCommands(table: string, set: string, b: SetBatch, mode: RefreshMode): string {
   const n = b.keys.length
-  if (n === 0) return ''
+  const evict = b.evict ?? []
   let added = ''
-  for (let i = 0; i < n; i++) added += (i === 0 ? '' : ', ') + b.keys[i] + ' timeout ' + b.timeouts[i] + 's'
+  let addedKeys = ''
+  for (let i = 0; i < n; i++) {
+    if (b.timeouts[i] === 0) continue
+    added += (added === '' ? '' : ', ') + b.keys[i] + ' timeout ' + b.timeouts[i] + 's'
+    addedKeys += (addedKeys === '' ? '' : ', ') + b.keys[i]
+  }
+  if (added === '' && evict.length === 0) return ''
   const head = ` element inet ${table} ${set} { `
-  if (mode === 'add') return 'add' + head + added + ' }\n'
-  return 'add' + head + added + ' }\n' + 'delete' + head + b.keys.join(', ') + ' }\n' + 'add' + head + added + ' }\n'
+  // An evicted element may have expired in the kernel already, and `delete element` of
+  // a missing one fails the whole transaction (nft 1.0.6 has no `destroy`): adding it
+  // first, with 1 s, makes the delete always find it.
+  let first = added
+  for (const k of evict) first += (first === '' ? '' : ', ') + k + ' timeout 1s'
+  let deleted = mode === 'add' ? '' : addedKeys
+  for (const k of evict) deleted += (deleted === '' ? '' : ', ') + k
+  let s = 'add' + head + first + ' }\n'
+  if (deleted !== '') s += 'delete' + head + deleted + ' }\n'
+  if (mode !== 'add' && added !== '') s += 'add' + head + added + ' }\n'
+  return s
+}
+
+/** One element of an `nft -j list set` listing: its key parts and seconds left. */
+export interface ListedElement {
+  readonly parts: ReadonlyArray<string | number>
+  readonly expires: number
+}
+
+/**
+ * The elements of `nft -j list set` (the sink reads its own sets back at start). An
+ * element without `expires` (no timeout) reads as 0 s left; anything unreadable is
+ * skipped.
+ */
+export function parseSetListing(json: string): ListedElement[] {
+  const out: ListedElement[] = []
+  let doc: { nftables?: Array<{ set?: { elem?: unknown[] } }> }
+  try {
+    doc = JSON.parse(json) as typeof doc
+  } catch {
+    return out
+  }
+  for (const item of doc.nftables ?? []) {
+    for (const e of item.set?.elem ?? []) {
+      const elem = (e as { elem?: { val?: { concat?: unknown }; expires?: unknown } } | null)?.elem
+      const parts = elem?.val?.concat
+      if (!Array.isArray(parts) || !parts.every((p) => typeof p === 'string' || typeof p === 'number')) continue
+      out.push({ parts: parts as Array<string | number>, expires: typeof elem!.expires === 'number' ? elem!.expires : 0 })
+    }
+  }
+  return out
 }

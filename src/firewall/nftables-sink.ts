@@ -2,13 +2,15 @@ import type { Registry } from 'prom-client'
 import type { Config } from '../config/types.js'
 import { InvalidArgumentError } from '../errors.js'
 import { ipFamily } from '../net/address.js'
-import type { AnswerAddress } from '../dns/answer-sink.js'
+import type { AllowedAnswerSink, AnswerAddress } from '../dns/answer-sink.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
 import type { Rule } from '../policy/types.js'
 import { firewallMetrics, type FirewallMetrics } from './metrics.js'
+import { DeviceElements, type DeviceElement } from './device-elements.js'
 import {
-  batchScript, clampTimeout, declareScript, elementKey, isValidTableName, refreshProbeResult, refreshProbeScripts, type RefreshMode, type SetBatch,
+  batchScript, clampTimeout, declareScript, deviceElementKey, elementKey, isValidTableName, parseSetListing, refreshProbeResult, refreshProbeScripts, retireScripts,
+  SCOPE_SETS, type RefreshMode, type Scope, type SetBatch,
 } from './nft-script.js'
 import { SpawnNftRunner, type NftRunner } from './nft-runner.js'
 
@@ -41,6 +43,12 @@ export interface NftablesSinkDeps {
 class Batch {
   readonly v4: SetBatch = { keys: [], timeouts: [] }
   readonly v6: SetBatch = { keys: [], timeouts: [] }
+  /** Scope device: the device of `v4.keys[i]` / `v6.keys[i]`, to find its book entry. */
+  readonly clients4: string[] = []
+  readonly clients6: string[] = []
+  /** Scope device: elements to delete (evicted by a bound), none of them among the live keys. */
+  readonly evict4 = new Set<string>()
+  readonly evict6 = new Set<string>()
   readonly promise: Promise<void>
   resolve!: () => void
 
@@ -49,7 +57,15 @@ class Batch {
   }
 
   get size(): number {
-    return this.v4.keys.length + this.v6.keys.length
+    return this.v4.keys.length + this.v6.keys.length + this.evict4.size + this.evict6.size
+  }
+
+  /** What the script builder reads. */
+  sets(): [SetBatch, SetBatch] {
+    return [
+      this.evict4.size === 0 ? this.v4 : { ...this.v4, evict: [...this.evict4] },
+      this.evict6.size === 0 ? this.v6 : { ...this.v6, evict: [...this.evict6] },
+    ]
   }
 }
 
@@ -65,9 +81,15 @@ interface Known {
 
 const RESOLVED: Promise<void> = Promise.resolve()
 
+/** Bytes of `nft -j list set` per element, generously: the start-up listing's output cap is this times the bound. */
+const LISTING_BYTES_PER_ELEMENT = 256
+
 /**
- * Puts the addresses of allowed DNS answers into nftables sets `allow4`/`allow6` of its
- * own `inet` table, as `address . protocol . port` elements with timeout = TTL + grace.
+ * Puts the addresses of allowed DNS answers into nftables sets of its own `inet` table,
+ * with timeout = TTL + grace:
+ * - scope `shared`: `address . protocol . port` in allow4/allow6 (every device);
+ * - scope `device`: `client . address . protocol . port` in allow4_dev/allow6_dev (only
+ *   the device that asked), bounded per device and in total (DeviceElements).
  *
  * Batching: the first element to arrive while idle schedules a run on the next
  * `setImmediate`, so all answers handled in the same event-loop turn share it; elements
@@ -82,6 +104,7 @@ const RESOLVED: Promise<void> = Promise.resolve()
 export class NftablesSink {
   private cfg: NftablesConfig
   private readonly table: string
+  readonly scope: Scope
   private readonly log: Logger
   private readonly runner: NftRunner
   private readonly now: () => number
@@ -90,8 +113,10 @@ export class NftablesSink {
   readonly metrics: FirewallMetrics
   private readonly logLimiter = new LogLimiter(1)
 
-  /** Insertion order is write order: the first key is the one written longest ago. */
+  /** Scope shared: insertion order is write order; the first key is the one written longest ago. */
   private readonly known = new Map<string, Known>()
+  /** Scope device: every element each device holds, bounded. */
+  private readonly book: DeviceElements
   private pending: Batch | null = null
   private running: Batch | null = null
   private scheduled = false
@@ -106,32 +131,113 @@ export class NftablesSink {
     if (!isValidTableName(cfg.table)) throw new InvalidArgumentError(`invalid nftables table name ${JSON.stringify(cfg.table)}`)
     this.cfg = cfg
     this.table = cfg.table
+    this.scope = cfg.scope
     this.log = deps.log
     this.runner = deps.runner ?? new SpawnNftRunner()
     this.now = deps.now ?? Date.now
     this.maxKnown = Math.max(1, deps.maxKnown ?? 65_536)
     this.maxPending = Math.max(1, Math.min(deps.maxPending ?? 16_384, this.maxKnown))
-    this.metrics = firewallMetrics(deps.registry, () => (this.pending?.size ?? 0) + (this.running?.size ?? 0))
+    this.book = new DeviceElements(cfg.maxElementsPerDevice, cfg.maxElements)
+    this.metrics = firewallMetrics(deps.registry, {
+      pending: () => (this.pending?.size ?? 0) + (this.running?.size ?? 0),
+      elements: () => (this.scope === 'device' ? this.book.size : this.known.size),
+      devices: () => this.book.deviceCount,
+    })
     this.addedSlot4 = this.metrics.added.slot('ipv4')
     this.addedSlot6 = this.metrics.added.slot('ipv6')
   }
 
   /**
-   * Creates the table and sets when missing; keeps them and their elements when they
-   * exist. Never rejects: DNS runs on without the sink, and each failed batch later
-   * declares the table again, so the sink recovers once nft works.
+   * The DNS side's view of this sink (AnswerFeed): in scope `device` it is called for
+   * every allowed answer of every client, cache hits included, because each device
+   * needs its own elements; nothing to wait for returns undefined, so a hit whose
+   * elements are fresh stays a synchronous answer.
+   */
+  answerSink(): AllowedAnswerSink {
+    const sink = (a: { name: string; rule: Rule; addresses: readonly AnswerAddress[]; client: string }) => {
+      const p = this.add(a.name, a.rule, a.addresses, a.client)
+      return p === RESOLVED ? undefined : p
+    }
+    return Object.assign(sink, { perClient: this.scope === 'device' })
+  }
+
+  /**
+   * Creates the table and this scope's sets when missing; keeps them and their
+   * elements when they exist, and in scope `device` reads them back so the bounds count
+   * what an earlier process wrote. Empties (and where no rule names them, deletes) the
+   * other scope's sets. Never rejects: DNS runs on without the sink, and each failed
+   * batch later declares the table again, so the sink recovers once nft works.
    */
   async start(): Promise<void> {
     const t0 = this.now()
     try {
-      await this.runner.run(declareScript(this.table))
+      await this.runner.run(declareScript(this.table, this.scope))
     } catch (err) {
       this.metrics.errors.incLabel('start')
       this.log.error({ err, table: this.table }, 'nftables table or sets could not be created; DNS continues without firewall elements')
       return
     }
+    const retired = await this.retireOtherScope()
+    const reconciled = this.scope === 'device' ? await this.reconcile() : 0
     this.refresh = await this.probeRefresh()
-    this.log.info({ table: this.table, refresh: this.refresh, ms: this.now() - t0 }, 'nftables sets ready')
+    this.log.info({ table: this.table, scope: this.scope, sets: SCOPE_SETS[this.scope], refresh: this.refresh, reconciled, otherScope: retired, ms: this.now() - t0 }, 'nftables sets ready')
+  }
+
+  /**
+   * After a switch of scope the old scope's elements must open nothing: its sets are
+   * flushed, then deleted unless a rule still names them (the shipped ruleset declares
+   * both scopes' sets, so they stay there, empty).
+   */
+  private async retireOtherScope(): Promise<'removed' | 'emptied' | 'failed'> {
+    const scripts = retireScripts(this.table, this.scope)
+    try {
+      await this.runner.run(scripts.empty)
+    } catch (err) {
+      this.metrics.errors.incLabel('start')
+      this.log.error({ err, table: this.table }, 'the sets of the other firewall scope could not be emptied')
+      return 'failed'
+    }
+    try {
+      await this.runner.run(scripts.remove)
+      return 'removed'
+    } catch {
+      return 'emptied'
+    }
+  }
+
+  /**
+   * Scope device: reads this scope's sets back into the book (elements survive a
+   * restart; the bounds must count them), soonest expiry first, and deletes what is
+   * over the bounds now (lower bounds than the last process had). Returns the
+   * elements read.
+   */
+  private async reconcile(): Promise<number> {
+    const query = this.runner.query?.bind(this.runner)
+    if (query === undefined) return 0
+    const now = this.now()
+    const maxBytes = Math.max(1 << 20, this.cfg.maxElements * LISTING_BYTES_PER_ELEMENT * 2)
+    let n = 0
+    for (const v4 of [true, false]) {
+      const set = SCOPE_SETS.device[v4 ? 0 : 1]
+      let listed
+      try {
+        listed = parseSetListing(await query(['-j', 'list', 'set', 'inet', this.table, set], maxBytes))
+      } catch (err) {
+        this.log.warn({ err, set }, 'could not read the device set back; its elements expire on their own but are not counted in the bounds')
+        continue
+      }
+      listed.sort((a, b) => a.expires - b.expires)
+      for (const el of listed) {
+        if (el.parts.length !== 4 || el.expires <= 0) continue
+        const [client, address, proto, port] = el.parts
+        const key = deviceElementKey(String(client), String(address), String(proto), Number(port))
+        this.makeRoom(String(client), now)
+        this.book.set(String(client), key, { expiresAt: now + el.expires * 1000, batch: null, index: -1, v4 })
+        n++
+      }
+    }
+    if (this.pending !== null) this.flush()
+    return n
   }
 
   /** How this sink writes elements that may exist already (see RefreshMode). */
@@ -160,9 +266,24 @@ export class NftablesSink {
     return mode
   }
 
-  add(name: string, rule: Rule, addresses: readonly AnswerAddress[]): Promise<void> {
+  /**
+   * Writes the answer's elements; resolves once they are in the kernel. `client` is
+   * the device that asked: scope `device` keys the elements by it (an answer without
+   * one opens nothing there), scope `shared` ignores it.
+   */
+  add(name: string, rule: Rule, addresses: readonly AnswerAddress[], client?: string): Promise<void> {
     if (this.stopped || addresses.length === 0 || rule.ports.length === 0) return RESOLVED
     const now = this.now()
+    let clientFamily = 0
+    if (this.scope === 'device') {
+      clientFamily = client === undefined ? 0 : ipFamily(client)
+      if (clientFamily === 0 || client!.includes('%')) {
+        this.metrics.errors.incLabel('invalid_address')
+        if (this.logLimiter.allow(now)) this.log.warn({ name, client }, 'firewall sink ignored an answer whose client is not an IP literal')
+        return RESOLVED
+      }
+      this.book.dropExpired(client!, now)
+    }
     const grace = this.cfg.graceSeconds
     let wait: Batch | null = null
     for (let a = 0; a < addresses.length; a++) {
@@ -175,20 +296,39 @@ export class NftablesSink {
         if (this.logLimiter.allow(now)) this.log.warn({ name, address }, 'firewall sink ignored an address that is not an IP literal')
         continue
       }
+      if (clientFamily !== 0 && family !== clientFamily) {
+        // A packet's source and destination are of one family: no rule can match an
+        // IPv4 device with an IPv6 destination (docs/gateway.md, "Scope device").
+        this.metrics.crossFamily.inc(0)
+        continue
+      }
       const timeout = clampTimeout(ttl + grace)
       const ms = timeout * 1000
       for (let p = 0; p < rule.ports.length; p++) {
         const port = rule.ports[p]!
-        const key = elementKey(address, port.proto, port.port)
-        const k = this.known.get(key)
-        if (k !== undefined && k.expiresAt - now > ms / 2) {
-          // Written recently enough: a cache-hit refresh costs a Map lookup. If its
-          // batch is still on its way, this answer waits for that batch too.
-          this.metrics.skipped.inc(0)
-          if (k.batch !== null && (wait === null || k.batch.seq > wait.seq)) wait = k.batch
-          continue
+        let batch: Batch | null
+        if (clientFamily === 0) {
+          const key = elementKey(address, port.proto, port.port)
+          const k = this.known.get(key)
+          if (k !== undefined && k.expiresAt - now > ms / 2) {
+            // Written recently enough: a cache-hit refresh costs a Map lookup. If its
+            // batch is still on its way, this answer waits for that batch too.
+            this.metrics.skipped.inc(0)
+            if (k.batch !== null && (wait === null || k.batch.seq > wait.seq)) wait = k.batch
+            continue
+          }
+          batch = this.enqueue(key, family === 4, timeout, now + ms, k)
+        } else {
+          const key = deviceElementKey(client!, address, port.proto, port.port)
+          const k = this.book.get(client!, key)
+          if (k !== undefined && k.expiresAt - now > ms / 2) {
+            this.metrics.skipped.inc(0)
+            const kb = k.batch as Batch | null
+            if (kb !== null && (wait === null || kb.seq > wait.seq)) wait = kb
+            continue
+          }
+          batch = this.enqueueDevice(client!, key, family === 4, timeout, now, now + ms, k)
         }
-        const batch = this.enqueue(key, family === 4, timeout, now + ms, k)
         if (batch === null) {
           this.metrics.errors.incLabel('queue_full')
           if (this.logLimiter.allow(now)) this.log.error({ name, pending: this.pending?.size }, 'firewall sink queue full: answer sent without its set elements')
@@ -200,7 +340,7 @@ export class NftablesSink {
     return wait === null ? RESOLVED : wait.promise
   }
 
-  /** Reload: the grace applies to elements written from now on. */
+  /** Reload: the grace and the bounds apply to elements written from now on. */
   update(cfg: NftablesConfig): void {
     if (cfg.table !== this.table) {
       this.log.warn({ table: this.table, wanted: cfg.table }, 'firewall.nftables.table changes need a restart; keeping the current table')
@@ -208,7 +348,12 @@ export class NftablesSink {
     if (cfg.enabled !== this.cfg.enabled) {
       this.log.warn({ enabled: cfg.enabled }, 'firewall.nftables.enabled changes need a restart')
     }
-    this.cfg = { ...cfg, table: this.table }
+    if (cfg.scope !== this.scope) {
+      this.log.warn({ scope: this.scope, wanted: cfg.scope }, 'firewall.nftables.scope changes need a restart (and the ruleset\'s EGRESSD_SCOPE define); keeping the current scope')
+    }
+    this.book.perDevice = cfg.maxElementsPerDevice
+    this.book.total = cfg.maxElements
+    this.cfg = { ...cfg, table: this.table, scope: this.scope }
   }
 
   /**
@@ -223,9 +368,29 @@ export class NftablesSink {
     }
   }
 
-  /** Elements remembered for dedupe (tests and the benchmark read it). */
+  /** Elements remembered: for dedupe (shared), or held per device (device). */
   get knownSize(): number {
-    return this.known.size
+    return this.scope === 'device' ? this.book.size : this.known.size
+  }
+
+  /** Scope device: elements one device holds (tests and the benchmark read it). */
+  elementsOf(client: string): number {
+    return this.book.sizeOf(client)
+  }
+
+  /** The batch new elements go into, made when missing; null when it is full. */
+  private openBatch(): Batch | null {
+    let batch = this.pending
+    if (batch === null) {
+      batch = this.pending = new Batch(++this.seq)
+    } else if (batch.size >= this.maxPending) {
+      return null
+    }
+    if (this.running === null && !this.scheduled) {
+      this.scheduled = true
+      setImmediate(this.flushScheduled)
+    }
+    return batch
   }
 
   private enqueue(key: string, v4: boolean, timeout: number, expiresAt: number, k: Known | undefined): Batch | null {
@@ -237,11 +402,8 @@ export class NftablesSink {
       if (k.expiresAt < expiresAt) k.expiresAt = expiresAt
       return batch
     }
-    if (batch === null) {
-      batch = this.pending = new Batch(++this.seq)
-    } else if (batch.size >= this.maxPending) {
-      return null
-    }
+    batch = this.openBatch()
+    if (batch === null) return null
     const set = v4 ? batch.v4 : batch.v6
     const index = set.keys.length
     set.keys.push(key)
@@ -257,11 +419,47 @@ export class NftablesSink {
       if (this.known.size >= this.maxKnown) this.evictOldest()
       this.known.set(key, { expiresAt, batch, index })
     }
-    if (this.running === null && !this.scheduled) {
-      this.scheduled = true
-      setImmediate(this.flushScheduled)
-    }
     return batch
+  }
+
+  /** Scope device: as enqueue, and a new element first makes room under the bounds. */
+  private enqueueDevice(client: string, key: string, v4: boolean, timeout: number, now: number, expiresAt: number, k: DeviceElement | undefined): Batch | null {
+    let batch = this.pending
+    if (k !== undefined && k.batch !== null && k.batch === batch) {
+      const set = v4 ? batch.v4 : batch.v6
+      if (set.timeouts[k.index]! < timeout) set.timeouts[k.index] = timeout
+      if (k.expiresAt < expiresAt) k.expiresAt = expiresAt
+      return batch
+    }
+    batch = this.openBatch()
+    if (batch === null) return null
+    if (k === undefined) this.makeRoom(client, now)
+    const set = v4 ? batch.v4 : batch.v6
+    const index = set.keys.length
+    set.keys.push(key)
+    set.timeouts.push(timeout)
+    ;(v4 ? batch.clients4 : batch.clients6).push(client)
+    // Evicted earlier in this same batch and asked for again: keep it, do not delete it.
+    ;(v4 ? batch.evict4 : batch.evict6).delete(key)
+    // Re-stored at the young end: eviction takes the element written longest ago.
+    this.book.set(client, key, { expiresAt, batch, index, v4 })
+    return batch
+  }
+
+  /** Deletes elements (from the book now, from the kernel in the next batch) until `client` may hold one more. */
+  private makeRoom(client: string, now: number): void {
+    for (let v = this.book.victim(client, now); v !== null; v = this.book.victim(client, now)) {
+      this.book.delete(v.client, v.key)
+      this.metrics.evicted.incLabel(v.bound)
+      const batch = this.pending ?? this.openBatch()!
+      const e = v.element
+      if (e.batch === batch) {
+        // Queued, not yet written: written as nothing (timeout 0 is skipped). It may
+        // also be an older element being refreshed, so it is deleted all the same.
+        ;(e.v4 ? batch.v4 : batch.v6).timeouts[e.index] = 0
+      }
+      ;(e.v4 ? batch.evict4 : batch.evict6).add(v.key)
+    }
   }
 
   private evictOldest(): void {
@@ -288,12 +486,13 @@ export class NftablesSink {
 
   private async apply(batch: Batch): Promise<void> {
     const started = process.hrtime.bigint()
+    const [v4, v6] = batch.sets()
     let error: unknown = null
     try {
-      await this.runner.run(batchScript(this.table, batch.v4, batch.v6, false, this.refresh))
+      await this.runner.run(batchScript(this.table, v4, v6, false, this.refresh, this.scope))
     } catch (first) {
       try {
-        await this.runner.run(batchScript(this.table, batch.v4, batch.v6, true, this.refresh))
+        await this.runner.run(batchScript(this.table, v4, v6, true, this.refresh, this.scope))
         this.log.warn({ err: first, table: this.table }, 'nftables batch failed, then applied after declaring the table and sets again (was the ruleset flushed?)')
       } catch (second) {
         error = second
@@ -303,8 +502,8 @@ export class NftablesSink {
     this.release(batch, error === null)
     if (error === null) {
       this.metrics.batches.incLabel('applied')
-      this.metrics.added.inc(this.addedSlot4, batch.v4.keys.length)
-      this.metrics.added.inc(this.addedSlot6, batch.v6.keys.length)
+      this.metrics.added.inc(this.addedSlot4, written(batch.v4))
+      this.metrics.added.inc(this.addedSlot6, written(batch.v6))
       return
     }
     this.metrics.batches.incLabel('failed')
@@ -316,6 +515,19 @@ export class NftablesSink {
 
   /** After a run: applied elements are known; failed ones are forgotten so their next answer retries. */
   private release(batch: Batch, applied: boolean): void {
+    if (this.scope === 'device') {
+      for (const [set, clients] of [[batch.v4, batch.clients4], [batch.v6, batch.clients6]] as const) {
+        for (let i = 0; i < set.keys.length; i++) {
+          const key = set.keys[i]!
+          const client = clients[i]!
+          const k = this.book.get(client, key)
+          if (k === undefined || k.batch !== batch) continue
+          if (applied) k.batch = null
+          else this.book.delete(client, key)
+        }
+      }
+      return
+    }
     for (const set of [batch.v4, batch.v6]) {
       for (let i = 0; i < set.keys.length; i++) {
         const key = set.keys[i]!
@@ -326,4 +538,11 @@ export class NftablesSink {
       }
     }
   }
+}
+
+/** Elements a batch wrote (those evicted before it ran are not). */
+function written(set: SetBatch): number {
+  let n = 0
+  for (const t of set.timeouts) if (t !== 0) n++
+  return n
 }

@@ -344,3 +344,110 @@ t.test('a device behind the gateway reaches exactly the allowed names', { skip: 
     t.equal(await counter('dropped_input'), 0, 'the gateway itself refused nothing the device sent (neighbour discovery included)')
   })
 })
+
+// Scope device: the same gateway with `firewall.nftables.scope: device` and the ruleset's
+// EGRESSD_SCOPE set to device_scope. Device B is a second source address on the segment
+// (192.168.77.3, fd77::3): the gateway's rules tell devices apart by source address and
+// nothing else, so that is what a second device is to them.
+const DEVICE_A = '192.168.77.2'
+const DEVICE_B = '192.168.77.3'
+const DEVICE_A6 = 'fd77::2'
+const DEVICE_B6 = 'fd77::3'
+/** Short enough to watch an element expire: TTL 2 s + grace 2 s. */
+const SHORT_TTL = 2
+const SHORT_GRACE = 2
+
+t.test('scope device: an answer opens the destination only for the device that asked', { skip: skip ?? false }, async (t) => {
+  const topo = new Topology(process.pid)
+  const dir = mkdtempSync(join(tmpdir(), 'egressd-netns-dev-'))
+  let world: NsProcess | null = null
+  let daemon: NsProcess | null = null
+  t.teardown(async () => {
+    await daemon?.stop()
+    await world?.stop(2000)
+    await topo.cleanup()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const { dev, gw } = topo.ns
+  await topo.build([NTP_POOL, NTP_POOL6])
+  await inNs(dev, 'ip', 'addr', 'add', `${DEVICE_B}/24`, 'dev', 'eth0')
+  await inNs(dev, 'ip', '-6', 'addr', 'add', `${DEVICE_B6}/64`, 'dev', 'eth0', 'nodad')
+  const file = (name: string, text: string) => {
+    const p = join(dir, name)
+    writeFileSync(p, text)
+    return p
+  }
+  const spec = { dns: { host: WORLD, port: 53, ttl: SHORT_TTL, zone: { 'ntp.example': [NTP_POOL, NTP_POOL6] } }, https: [], udp: [NTP_POOL, NTP_POOL6].map((host) => ({ host, port: 123 })) }
+  world = spawnInNs(topo.ns.world, [WORLD_SCRIPT, file('world.json', JSON.stringify(spec))])
+  await world.waitFor((l) => l.ev === 'ready', 'world ready')
+  await inNs(gw, 'nft', '-f', file('egressd.nft', templateWithDefines({ DEVICE_IF: '"lan0"', WAN_IF: '"wan0"', EGRESSD_SNI_PORT: '8443', EGRESSD_DNS_PORT: '53', EGRESSD_SCOPE: '"device_scope"' })))
+  const config = file(
+    'egressd.yaml',
+    [
+      'dns:',
+      `  listen: ["${GATEWAY_LAN}:53", "[${GATEWAY_LAN6}]:53"]`,
+      `  upstreams: ["${WORLD}:53"]`,
+      '  clients: [192.168.77.0/24, "fd77::/64"]',
+      'sni:',
+      `  listen: ["${GATEWAY_LAN}:8443"]`,
+      'metrics:',
+      '  listen: null',
+      'firewall:',
+      '  nftables:',
+      '    enabled: true',
+      '    scope: device',
+      `    grace_seconds: ${SHORT_GRACE}`,
+      'allow: [{name: "ntp.example", ports: [123/udp]}]',
+      '',
+    ].join('\n'),
+  )
+  daemon = spawnInNs(gw, [CLI, 'run', '-c', config])
+  await daemon.waitFor(logMsg('ready'), 'egressd ready')
+  t.match(daemon.lines.find(logMsg('nftables sets ready')), { scope: 'device', otherScope: 'emptied' }, 'device sets ready; the shared ones emptied (the ruleset names them)')
+
+  const probe = async (from: string, args: string[], qtype = 'A') => {
+    const r = await runInNs(dev, ['env', `FROM=${from}`, `QTYPE=${qtype}`, process.execPath, UDP_PROBE, ...args])
+    if (r.code !== 0) throw new Error(`udp-probe failed (${r.code}): ${r.stderr}`)
+    return JSON.parse(r.stdout) as { reply: string | null; rcode?: string; address?: string }
+  }
+  const counter = (name: string) => nftCounter(gw, 'egressd', name)
+  const elements = async (set: string) => (await listSet(gw, 'egressd', set))
+
+  for (const fam of [
+    { name: 'IPv4', dns: GATEWAY_LAN, pool: NTP_POOL, a: DEVICE_A, b: DEVICE_B, set: 'allow4_dev', qtype: 'A' },
+    { name: 'IPv6', dns: GATEWAY_LAN6, pool: NTP_POOL6, a: DEVICE_A6, b: DEVICE_B6, set: 'allow6_dev', qtype: 'AAAA' },
+  ]) {
+    await t.test(`${fam.name}: A resolves and reaches the pool; B, which never asked, is dropped; B asks and passes; the element expires at TTL + grace`, async (t) => {
+      const r = await probe(fam.a, ['resolve-send', fam.dns, 'ntp.example', '123', `${fam.name} A first`, '3000'], fam.qtype)
+      t.same([r.rcode, r.address, r.reply], ['NOERROR', fam.pool, `pong ${fam.name} A first`], 'A: answered, and the datagram sent in the same tick passed')
+      const els = await elements(fam.set)
+      t.same(els.map((e) => e.key), [`${fam.a} . ${fam.pool} . udp . 123`], 'one element, keyed by A')
+      t.equal(els[0]!.timeout, SHORT_TTL + SHORT_GRACE, 'timeout = TTL + grace')
+
+      const dropped = await counter('dropped_forward')
+      t.equal((await probe(fam.b, ['send', fam.pool, '123', `${fam.name} B unasked`, '300'])).reply, null, 'B, same address and port, never asked: no reply')
+      t.equal(await awaitCounter(gw, 'egressd', 'dropped_forward', dropped + 1), dropped + 1, 'dropped and counted')
+      t.same(world!.lines.filter((l) => l.ev === 'udp' && l.data === `${fam.name} B unasked`), [], 'nothing of B reached the world')
+
+      // B's answer comes from egressd's cache (A's answer, a second ago): a cache hit
+      // must still write B's own element before the answer leaves.
+      const rb = await probe(fam.b, ['resolve-send', fam.dns, 'ntp.example', '123', `${fam.name} B asked`, '3000'], fam.qtype)
+      t.same([rb.rcode, rb.reply], ['NOERROR', `pong ${fam.name} B asked`], 'B asked, then passed')
+      t.same((await elements(fam.set)).map((e) => e.key).sort(), [`${fam.a} . ${fam.pool} . udp . 123`, `${fam.b} . ${fam.pool} . udp . 123`].sort())
+
+      // Expiry: A's element lives TTL + grace from its write; poll its disappearance (bounded).
+      const t0 = Date.now()
+      while ((await elements(fam.set)).some((e) => e.key.startsWith(`${fam.a} . `)) && Date.now() - t0 < (SHORT_TTL + SHORT_GRACE + 3) * 1000) {
+        await new Promise((res) => setTimeout(res, 100))
+      }
+      t.notOk((await elements(fam.set)).some((e) => e.key.startsWith(`${fam.a} . `)), `A's element expired (after ${Date.now() - t0} ms of polling)`)
+      const before = await counter('dropped_forward')
+      t.equal((await probe(fam.a, ['send', fam.pool, '123', `${fam.name} A late`, '300'])).reply, null, 'A after expiry, without asking again: dropped')
+      t.equal(await awaitCounter(gw, 'egressd', 'dropped_forward', before + 1), before + 1)
+      // Let B's element expire too, so the next family starts from empty sets.
+      const t1 = Date.now()
+      while ((await elements(fam.set)).length > 0 && Date.now() - t1 < (SHORT_TTL + SHORT_GRACE + 3) * 1000) await new Promise((res) => setTimeout(res, 100))
+    })
+  }
+  t.same(await elements('allow4'), [], 'nothing was ever written to the shared sets')
+})

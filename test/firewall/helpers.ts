@@ -97,15 +97,14 @@ export interface NftElement {
   readonly expires: number
 }
 
-/** `nft -j list set` in a namespace, as `addr . proto . port` keys with timeout/expires in seconds. */
+/** `nft -j list set` in a namespace, as `addr . proto . port` (scope device: `client . addr . proto . port`) keys with timeout/expires in seconds. */
 export async function listSet(ns: string, table: string, set: string): Promise<NftElement[]> {
   const { stdout } = await execFileP('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'set', 'inet', table, set], { maxBuffer: 256 * 1024 * 1024 })
-  const doc = JSON.parse(stdout) as { nftables: Array<{ set?: { elem?: Array<{ elem: { val: { concat: [string, string, number] }; timeout: number; expires: number } }> } }> }
+  const doc = JSON.parse(stdout) as { nftables: Array<{ set?: { elem?: Array<{ elem: { val: { concat: Array<string | number> }; timeout: number; expires: number } }> } }> }
   const out: NftElement[] = []
   for (const item of doc.nftables) {
     for (const e of item.set?.elem ?? []) {
-      const [addr, proto, port] = e.elem.val.concat
-      out.push({ key: `${addr} . ${proto} . ${port}`, timeout: e.elem.timeout, expires: e.elem.expires })
+      out.push({ key: e.elem.val.concat.join(' . '), timeout: e.elem.timeout, expires: e.elem.expires })
     }
   }
   return out

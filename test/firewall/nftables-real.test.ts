@@ -18,11 +18,15 @@ if (!probe.ok) {
   t.teardown(() => execFileP('ip', ['netns', 'del', ns]).then(() => undefined, () => undefined))
   const nft = (...args: string[]) => execFileP('ip', ['netns', 'exec', ns, 'nft', ...args])
 
-  function sink(table = 'egressd', grace = 60) {
+  function sink(table = 'egressd', grace = 60, scope: 'shared' | 'device' = 'shared', maxElementsPerDevice = 1024) {
     const registry = new Registry()
     const { log, lines } = captureLogger()
-    const s = new NftablesSink({ enabled: true, table, graceSeconds: grace }, { log, registry, runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', ns, 'nft'] }) })
+    const s = new NftablesSink({ enabled: true, table, graceSeconds: grace, scope, maxElementsPerDevice, maxElements: 65_536 }, { log, registry, runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', ns, 'nft'] }) })
     return { s, registry, lines }
+  }
+  const sets = async (table = 'egressd') => {
+    const { stdout } = await nft('-j', 'list', 'sets', 'inet')
+    return (JSON.parse(stdout) as { nftables: Array<{ set?: { name: string; table: string } }> }).nftables.flatMap((o) => (o.set?.table === table ? [o.set.name] : [])).sort()
   }
 
   const NTP = rule([
@@ -139,6 +143,60 @@ if (!probe.ok) {
     const { stdout } = await nft('list', 'table', 'inet', 'egressd')
     t.match(stdout, /203\.0\.113\.77/, 'the egressd table was not touched')
     await s.stop()
+  })
+
+  t.test('scope device: elements keyed by the client; a switch of scope removes the old sets; a restart reads the sets back and trims them to the bounds', async (t) => {
+    await nft('delete', 'table', 'inet', 'egressd')
+    const { s: shared } = sink()
+    await shared.start()
+    await shared.add('time1.google.com', NTP, [{ address: '192.0.2.10', family: 4, ttl: 240 }])
+    await shared.stop()
+    t.same(await sets(), ['allow4', 'allow6'])
+
+    const { s, lines } = sink('egressd', 60, 'device', 3)
+    await s.start()
+    t.same(await sets(), ['allow4_dev', 'allow6_dev'], 'the shared sets are gone: no rule named them')
+    t.match(lines.find((l) => l.msg === 'nftables sets ready'), { scope: 'device', otherScope: 'removed' })
+    const { stdout } = await nft('list', 'table', 'inet', 'egressd')
+    t.match(stdout, /set allow4_dev \{\s+type ipv4_addr \. ipv4_addr \. inet_proto \. inet_service\s+flags timeout/)
+    t.match(stdout, /set allow6_dev \{\s+type ipv6_addr \. ipv6_addr \. inet_proto \. inet_service\s+flags timeout/)
+    await s.add('time1.google.com', NTP, [{ address: '192.0.2.10', family: 4, ttl: 240 }], '10.0.0.2')
+    await s.add('time1.google.com', NTP, [{ address: '2001:db8::10', family: 6, ttl: 20 }], 'fd00::2')
+    for (let i = 1; i <= 3; i++) await s.add('n.example', rule([{ port: 123, proto: 'udp' }]), [{ address: `198.51.100.${i}`, family: 4, ttl: 100 * i }], '10.0.0.3')
+    t.same((await listSet(ns, 'egressd', 'allow4_dev')).map((e) => [e.key, e.timeout]).sort(), [
+      ['10.0.0.2 . 192.0.2.10 . tcp . 443', 300],
+      ['10.0.0.2 . 192.0.2.10 . udp . 123', 300],
+      ['10.0.0.3 . 198.51.100.1 . udp . 123', 160],
+      ['10.0.0.3 . 198.51.100.2 . udp . 123', 260],
+      ['10.0.0.3 . 198.51.100.3 . udp . 123', 360],
+    ])
+    t.same((await listSet(ns, 'egressd', 'allow6_dev')).map((e) => e.key).sort(), ['fd00::2 . 2001:db8::10 . tcp . 443', 'fd00::2 . 2001:db8::10 . udp . 123'])
+    // Past the per-device bound (3) the device's oldest goes, from the kernel too.
+    await s.add('n.example', rule([{ port: 123, proto: 'udp' }]), [{ address: '198.51.100.4', family: 4, ttl: 100 }], '10.0.0.3')
+    const keys3 = (await listSet(ns, 'egressd', 'allow4_dev')).map((e) => e.key).filter((k) => k.startsWith('10.0.0.3 ')).sort()
+    t.same(keys3, ['10.0.0.3 . 198.51.100.2 . udp . 123', '10.0.0.3 . 198.51.100.3 . udp . 123', '10.0.0.3 . 198.51.100.4 . udp . 123'])
+    // An evicted element that expired in the kernel already: the delete must not fail the batch.
+    await nft('delete', 'element', 'inet', 'egressd', 'allow4_dev', '{ 10.0.0.3 . 198.51.100.2 . udp . 123 }')
+    await s.add('n.example', rule([{ port: 123, proto: 'udp' }]), [{ address: '198.51.100.5', family: 4, ttl: 100 }], '10.0.0.3')
+    t.notOk((await listSet(ns, 'egressd', 'allow4_dev')).some((e) => e.key.includes('198.51.100.2 ')), 'gone')
+    t.ok((await listSet(ns, 'egressd', 'allow4_dev')).some((e) => e.key.includes('198.51.100.5 ')), 'and the new one written in the same batch')
+    await s.stop()
+
+    // A restart with a lower bound: read back (7 elements), trimmed to 2 per device.
+    const { s: again, lines: l2, registry } = sink('egressd', 60, 'device', 2)
+    await again.start()
+    await again.stop()
+    t.match(l2.find((l) => l.msg === 'nftables sets ready'), { reconciled: 7 })
+    const after = (await listSet(ns, 'egressd', 'allow4_dev')).map((e) => e.key).sort()
+    t.same(after.filter((k) => k.startsWith('10.0.0.3 ')), ['10.0.0.3 . 198.51.100.3 . udp . 123', '10.0.0.3 . 198.51.100.5 . udp . 123'], 'the soonest to expire went')
+    t.equal(after.filter((k) => k.startsWith('10.0.0.2 ')).length, 2, 'the other device kept both')
+    t.equal((await registry.getSingleMetric('egressd_firewall_evicted_total')!.get()).values.find((v) => v.labels.bound === 'device')!.value, 1)
+
+    // Back to shared: the device sets go.
+    const { s: back } = sink()
+    await back.start()
+    t.same(await sets(), ['allow4', 'allow6'])
+    await back.stop()
   })
 
   t.test('stop leaves the table and its elements to expire', async (t) => {

@@ -5,7 +5,7 @@ import { batchScript, clampTimeout, declareScript, MAX_TIMEOUT_SECONDS, refreshP
 import { SpawnNftRunner } from '../../src/firewall/nft-runner.js'
 import { captureLogger, FakeRunner, rule, tick } from './helpers.js'
 
-const CFG = { enabled: true, table: 'egressd', graceSeconds: 60 }
+const CFG = { enabled: true, table: 'egressd', graceSeconds: 60, scope: 'shared' as const, maxElementsPerDevice: 1024, maxElements: 65_536 }
 
 function setup(opts: { now?: () => number; maxKnown?: number; maxPending?: number; grace?: number } = {}) {
   const runner = new FakeRunner()
@@ -21,10 +21,10 @@ async function metric(registry: Registry, name: string, labels: Record<string, s
   return v?.value ?? NaN
 }
 
-t.test('start declares the table and both sets with add (idempotent), nothing else', async (t) => {
-  const { runner, sink } = setup()
+t.test('start declares the table and both sets with add (idempotent); it empties and removes only the other scope\'s sets', async (t) => {
+  const { runner, sink, lines } = setup()
   await sink.start()
-  t.equal(runner.scripts.length, 1)
+  t.equal(runner.scripts.length, 3)
   t.equal(
     runner.scripts[0],
     'add table inet egressd\n' +
@@ -32,6 +32,18 @@ t.test('start declares the table and both sets with add (idempotent), nothing el
       'add set inet egressd allow6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }\n',
   )
   t.notMatch(runner.scripts[0]!, /flush|delete|create|chain/, 'never flushes, deletes or touches chains')
+  t.equal(
+    runner.scripts[1],
+    'add table inet egressd\n' +
+      'add set inet egressd allow4_dev { type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags timeout; }\n' +
+      'flush set inet egressd allow4_dev\n' +
+      'add set inet egressd allow6_dev { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags timeout; }\n' +
+      'flush set inet egressd allow6_dev\n',
+    'the device scope\'s sets are emptied (made first, so the flush cannot fail on a missing set)',
+  )
+  t.equal(runner.scripts[2], 'delete set inet egressd allow4_dev\ndelete set inet egressd allow6_dev\n', 'then deleted')
+  t.notMatch(runner.scripts.join(''), /(flush|delete) set inet egressd allow[46]\b/, 'the shared sets are never flushed or deleted')
+  t.match(lines.find((l) => l.msg === 'nftables sets ready'), { scope: 'shared', otherScope: 'removed' })
 })
 
 t.test('a batch is one element per address x port, add/delete/add, exact text', async (t) => {
@@ -264,7 +276,7 @@ t.test('the dedupe map is bounded: the element written longest ago is forgotten'
 
 t.test('update changes the grace; a table change is refused with a log line', async (t) => {
   const { runner, sink, lines } = setup()
-  sink.update({ enabled: true, table: 'other', graceSeconds: 5 })
+  sink.update({ ...CFG, table: 'other', graceSeconds: 5 })
   t.ok(lines.some((l) => /restart/.test(String(l.msg))))
   await sink.add('a.example.com', rule(), [{ address: '192.0.2.1', family: 4, ttl: 10 }])
   t.match(runner.scripts[0]!, /^add element inet egressd allow4 \{ 192\.0\.2\.1 \. tcp \. 443 timeout 15s \}/)
@@ -333,7 +345,8 @@ t.test('refresh probe: a kernel that refreshes on add gets one add per set', asy
   await sink.start()
   t.equal(sink.refreshMode, 'add')
   const probeTable = `egressd_probe_${process.pid}`
-  t.equal(runner.scripts.length, 4, 'declare, create, re-add, remove')
+  t.equal(runner.scripts.length, 6, 'declare, empty and remove the other scope, create, re-add, remove')
+  runner.scripts.splice(1, 2)
   t.match(runner.scripts[1], new RegExp(`^add table inet ${probeTable}\ndelete table inet ${probeTable}\nadd table inet ${probeTable}\n`), 'starts from an empty table')
   t.match(runner.scripts[1], /timeout 10s/)
   t.match(runner.scripts[2], /^add element inet egressd_probe_\d+ s \{ 192\.0\.2\.1 \. tcp \. 9 timeout 3600s \}\n$/)

@@ -7,6 +7,10 @@
 //     asks DNS_ADDR:53 for NAME/A and sends one datagram to the first address in the
 //     same tick the answer arrives, no retry: the packet that would lose a race
 //     between the answer and its nft elements. {"rcode", "address", "reply"}.
+//
+// Environment: FROM=ADDR binds both sockets to ADDR (a second device on the segment is
+// a second source address to the gateway); QTYPE=AAAA makes resolve-send ask for AAAA
+// (the DNS socket's family follows DNS_ADDR).
 import dgram from 'node:dgram'
 import dnsPacket from 'dns-packet'
 
@@ -36,15 +40,18 @@ function sendOnce(sock, addr, port, text, waitMs) {
 }
 
 // The family of the address datagrams go to: the first argument of `send`; `resolve-send` asks for A.
-const sock = dgram.createSocket(mode === 'send' && args[0].includes(':') ? 'udp6' : 'udp4')
-await new Promise((r) => sock.bind(0, r))
+const from = process.env.FROM || undefined
+const qtype = process.env.QTYPE === 'AAAA' ? 'AAAA' : 'A'
+const sock = dgram.createSocket((mode === 'send' && args[0].includes(':')) || (mode === 'resolve-send' && qtype === 'AAAA') ? 'udp6' : 'udp4')
+await new Promise((r) => sock.bind(0, from, r))
 
 if (mode === 'send') {
   const [addr, port, text, waitMs] = args
   out({ reply: await sendOnce(sock, addr, Number(port), text, Number(waitMs)) })
 } else if (mode === 'resolve-send') {
   const [dnsAddr, name, port, text, waitMs] = args
-  const dns = dgram.createSocket('udp4')
+  const dns = dgram.createSocket(dnsAddr.includes(':') ? 'udp6' : 'udp4')
+  await new Promise((r) => dns.bind(0, from, r))
   const id = (Math.random() * 65536) | 0
   const answer = await new Promise((resolve) => {
     const timer = setTimeout(() => resolve(null), Number(waitMs))
@@ -59,11 +66,11 @@ if (mode === 'send') {
       clearTimeout(timer)
       resolve(p)
     })
-    dns.send(dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: 'A', class: 'IN' }] }), 53, dnsAddr)
+    dns.send(dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: qtype, class: 'IN' }] }), 53, dnsAddr)
   })
   dns.close()
   if (answer === null) out({ rcode: null, address: null, reply: null })
-  const address = answer.answers.find((a) => a.type === 'A')?.data ?? null
+  const address = answer.answers.find((a) => a.type === qtype)?.data ?? null
   if (address === null) out({ rcode: answer.rcode, address, reply: null })
   // Nothing awaited between the answer and this send.
   const reply = await sendOnce(sock, address, Number(port), text, Number(waitMs))

@@ -27,7 +27,8 @@ const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'))
 const emit = (o) => process.stdout.write(JSON.stringify(o) + '\n')
 const closers = []
 
-const TTL = 300
+// `spec.dns.ttl`: the device-scope test needs answers that expire within the test.
+const TTL = spec.dns.ttl ?? 300
 const SOA = { type: 'SOA', name: 'example', ttl: TTL, data: { mname: 'ns.example', rname: 'hostmaster.example', serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: 60 } }
 
 /** Authoritative for `spec.dns.zone`: A for its names, NODATA for their other types, NXDOMAIN for the rest. */
