@@ -4,7 +4,7 @@
  * first must be exactly the second (pointers moved included). Hostile SvcParams never
  * throw and never give output.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import fc from 'fast-check'
 import dnsPacket from 'dns-packet'
 import { EchStrip, hasServiceRecord, stripEch, STRIP_MALFORMED, STRIP_REWRITTEN, STRIP_UNCHANGED } from '../../src/dns/svcb-ech.js'
@@ -17,7 +17,7 @@ const SVCB = 64
 const r = new EchStrip()
 
 /** A message with `ech` where `withEch` says, built by `make(withEch)`; the strip must give make(false). */
-function roundTrip(t: Tap.Test, make: (withEch: boolean) => Message, expect: { params?: number; records?: number; signatures?: number } = {}) {
+function roundTrip(t: Test, make: (withEch: boolean) => Message, expect: { params?: number; records?: number; signatures?: number } = {}) {
   const before = build(make(true))
   const after = build(make(false))
   t.equal(stripEch(before, before.length, r), STRIP_REWRITTEN, r.reason)
