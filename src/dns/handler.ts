@@ -118,6 +118,12 @@ export class QueryHandler {
   private readonly eventLog = new LogLimiter(20)
   private rateToggle = 0
   private readonly echStrip = new EchStrip()
+  /**
+   * Upstream answer → its stripped copy, for queries that joined the same upstream flight
+   * (they get the raw entry from the shared promise): stripped and counted once. Weak, so
+   * it holds nothing the cache has dropped.
+   */
+  private readonly strippedOf = new WeakMap<StoredAnswer, StoredAnswer>()
   /** Every decision line goes through here: the log, and the tap (DnsDeps.tap) when set. */
   private readonly emit: (event: DecisionEvent) => void
 
@@ -337,6 +343,8 @@ export class QueryHandler {
    * hint may have set it, and staying SERVFAIL then errs on the safe side.
    */
   private withoutEch(entry: StoredAnswer, key: string): StoredAnswer | null {
+    const done = this.strippedOf.get(entry)
+    if (done !== undefined) return done
     const r = this.echStrip
     const res = stripEch(entry.wire, entry.wire.length, r)
     if (res === STRIP_UNCHANGED) return entry
@@ -353,6 +361,7 @@ export class QueryHandler {
     const { wire, ttlOffsets, ttls } = packAnswer(out, scan)
     const stripped: StoredAnswer = { ...entry, wire, ttlOffsets, ttls, addresses: null }
     this.resolver.cache.set(key, stripped)
+    this.strippedOf.set(entry, stripped)
     return stripped
   }
 

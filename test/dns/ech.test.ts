@@ -212,3 +212,17 @@ t.test('hostile SvcParams from the upstream: SERVFAIL + EDE 24, counted; pass re
   t.equal(rcode(relayed), 'NOERROR', 'pass relays what the upstream sent (the client ignores a malformed record, RFC 9460 §2.2)')
   t.equal(await metric(pass.registry, 'egressd_dns_svcb_malformed_total'), 0)
 })
+
+t.test('queries joining one upstream flight: all stripped, counted once', async (t) => {
+  const up = await fakeUpstream(async (q) => {
+    await new Promise((r) => setTimeout(r, 150))
+    return build({ id: q.id, question: { name: q.name, type: 65 }, answer: [svcb(q.name, 65, 1, '.', [[KEY.alpn, alpn('h2')], [KEY.ech, ECH_CONFIG]])] })
+  })
+  t.teardown(() => up.close())
+  const s = await startService(makeConfig({ upstreams: [up.hostPort] }, allow('*.ech.test')))
+  t.teardown(() => s.close())
+  const answers = await Promise.all([1, 2, 3].map((id) => udpExchange(s.port, query('joined.ech.test', 'UNKNOWN_65', { id }))))
+  t.equal(up.queries.length, 1, 'one upstream exchange')
+  for (const a of answers) t.same(svcRecords(a!), [{ priority: 1, target: '', params: [[KEY.alpn, alpn('h2').toString('hex')]] }])
+  t.equal(await metric(s.registry, 'egressd_dns_ech_stripped_total', 'what="param"'), 1)
+})
