@@ -8,7 +8,7 @@ import t, { type Test } from 'tap'
 import fc from 'fast-check'
 import dnsPacket from 'dns-packet'
 import { EchStrip, hasServiceRecord, stripEch, STRIP_MALFORMED, STRIP_REWRITTEN, STRIP_UNCHANGED } from '../../src/dns/svcb-ech.js'
-import { scanAnswer } from '../../src/dns/wire.js'
+import { readName, scanAnswer, skipName } from '../../src/dns/wire.js'
 import { packAnswer } from '../../src/dns/cache.js'
 import { alpn, build, ECH_CONFIG, ipv4, ipv6, KEY, name, params, svcb, u16, type Message, type Param, type RR } from './svcb-wire.js'
 
@@ -211,11 +211,34 @@ t.test('a pointer into the removed bytes: STRIP_MALFORMED, not a wrong name', as
   t.equal(stripEch(fwd, fwd.length, r), STRIP_MALFORMED)
 })
 
+/** Every RR's owner (pointers followed) and type, in order; null when a name does not read. */
+function owners(m: Buffer): string[] | null {
+  const total = m.readUInt16BE(6) + m.readUInt16BE(8) + m.readUInt16BE(10)
+  let off = skipName(m, 12, m.length) + 4
+  const out: string[] = []
+  for (let i = 0; i < total; i++) {
+    const n = readName(m, off, m.length)
+    off = skipName(m, off, m.length)
+    if (n === null || off < 0 || off + 10 > m.length) return null
+    out.push(`${n}/${m.readUInt16BE(off)}`)
+    off += 10 + m.readUInt16BE(off + 8)
+  }
+  return out
+}
+
+function isSubsequence(sub: string[], full: string[]): boolean {
+  let i = 0
+  for (const x of full) if (i < sub.length && sub[i] === x) i++
+  return i === sub.length
+}
+
 t.test('random bytes and mutated answers never throw; any output is a well-formed message', async (t) => {
   const base = build({
     question: { name: 'www.ech.test', type: HTTPS },
     answer: [svcb('www.ech.test', HTTPS, 1, 'svc.ech.test', [[KEY.alpn, alpn('h2')], [KEY.ech, ECH_CONFIG]]), rrsig('www.ech.test', HTTPS, 'ech.test')],
-    additional: [{ name: 'svc.ech.test', type: 1, rdata: [ipv4('192.0.2.7')] }],
+    // The glue's owner points into the NS RDATA, after the cut: the pointer must move.
+    authority: [{ name: 'ech.test', type: 2, rdata: [name('ns1.dns.test')] }],
+    additional: [{ name: 'svc.ech.test', type: 1, rdata: [ipv4('192.0.2.7')] }, { name: 'ns1.dns.test', type: 1, rdata: [ipv4('192.0.2.53')] }],
   })
   fc.assert(
     fc.property(fc.array(fc.tuple(fc.nat(base.length - 1), fc.nat(255)), { maxLength: 6 }), fc.nat(base.length), (muts, cut) => {
@@ -224,8 +247,14 @@ t.test('random bytes and mutated answers never throw; any output is a well-forme
       const len = Math.max(0, base.length - (cut % 8))
       const res = stripEch(m, len, r)
       if (res === STRIP_REWRITTEN) {
-        // Whatever was rewritten still parses, names and all, with the daemon's own check.
-        if (scanAnswer(r.out!, r.out!.length) === null && scanAnswer(m, len) !== null) return false
+        // Whatever was rewritten still parses, names and all, with the daemon's own check,
+        // and every record left has the owner name it had (moved pointers read the same).
+        if (scanAnswer(m, len) === null) return true
+        if (scanAnswer(r.out!, r.out!.length) === null) return false
+        const before = owners(m.subarray(0, len))
+        const after = owners(r.out!)
+        if (before === null || after === null) return false
+        if (after.length !== before.length - r.records - r.signatures || !isSubsequence(after, before)) return false
       } else if (r.out !== null) return false
       return true
     }),
