@@ -36,6 +36,7 @@ export const dnsSchema = section({
   }),
   max_udp_payload: int(1232, 512, 4096, 'EDNS UDP payload advertised and honoured at most (DNS Flag Day 2020); larger answers get TC over UDP'),
   cname_targets: enumOf(['follow_policy', 'allow_any'], 'follow_policy', 'follow_policy: every CNAME/DNAME target in an answer must be allowed for the client too, else the query is answered as blocked (EDE 15 naming the target), nothing reaches the firewall and the SNI proxy does not dial it (reason cname_blocked); allow_any: an allowed name may alias anything'),
+  ech: enumOf(['strip', 'pass'], 'strip', 'strip: the ech parameter (Encrypted ClientHello) is removed from HTTPS/SVCB records in answers to allowed names, so clients send the real name in the SNI that the proxy judges (a record whose mandatory list names ech is removed, so is an RRSIG over a rewritten set; an HTTPS/SVCB record that breaks RFC 9460 wire rules gets SERVFAIL); pass: relayed unchanged (ECH clients then show the provider\'s public name to the SNI proxy)'),
   outside_clients: section({
     answer: enumOf(['refused', 'drop'], 'refused', 'sources outside dns.clients (possibly spoofed): REFUSED with EDE 18 and no text, rate-limited, or no answer at all'),
     refused_qps: int(10, 1, 100_000, 'REFUSED answers per second to all outside sources together; the rest are dropped'),

@@ -55,6 +55,10 @@ export class DnsMetrics {
   readonly cnameBlocked: FastCounter<never>
   /** Queries answered REFUSED or BADVERS without a decision: another class, a zone transfer, EDNS version > 0. */
   readonly protocolRefused: FastCounter<'class' | 'xfr' | 'badvers'>
+  /** `dns.ech: strip` rewrites, once per upstream answer: ech params cut, records removed (mandatory=ech), RRSIGs removed. */
+  readonly echStripped: FastCounter<'param' | 'record' | 'rrsig'>
+  /** Answers to allowed names answered SERVFAIL because an HTTPS/SVCB record broke RFC 9460's wire rules (`dns.ech: strip`). */
+  readonly svcbMalformed: FastCounter<never>
 
   constructor(registry: Registry, sources: DnsGaugeSources) {
     this.queries = new FastCounter(registry, 'egressd_dns_queries_total', 'DNS queries by verdict.', 'verdict', VERDICTS)
@@ -109,6 +113,20 @@ export class DnsMetrics {
       'Queries never forwarded: class other than IN or zone transfer (REFUSED), EDNS version > 0 (BADVERS).',
       'reason',
       ['class', 'xfr', 'badvers'] as const,
+    )
+    this.echStripped = new FastCounter(
+      registry,
+      'egressd_dns_ech_stripped_total',
+      'dns.ech: strip, once per upstream answer: ech params removed from HTTPS/SVCB records (param), records removed because their mandatory list names ech (record), RRSIGs removed because they covered a rewritten set (rrsig).',
+      'what',
+      ['param', 'record', 'rrsig'] as const,
+    )
+    this.svcbMalformed = new FastCounter(
+      registry,
+      'egressd_dns_svcb_malformed_total',
+      'Answers to allowed names sent as SERVFAIL because an HTTPS/SVCB record broke RFC 9460 wire rules (dns.ech: strip).',
+      null,
+      [],
     )
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({

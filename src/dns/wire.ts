@@ -49,6 +49,7 @@ export const RCODE_BADVERS = 16
 export const EDE_BLOCKED = 15
 export const EDE_FILTERED = 17
 export const EDE_PROHIBITED = 18
+export const EDE_INVALID_DATA = 24
 export const EDE_NO_REACHABLE_AUTHORITY = 22
 const EDE_OPTION = 15
 

@@ -86,7 +86,10 @@ export type DecisionTap = (event: DecisionEvent) => void
 
 /** Writes one decision line at its level (the caller has already applied its rate limit), then hands it to `tap`. */
 export function writeDecision(log: Logger, event: DecisionEvent): void {
-  log[decisionLevel(event.verdict)](event, MESSAGES[event.protocol][event.verdict])
+  const msg = MESSAGES[event.protocol][event.verdict]
+  // An ECH hello's name is the provider's public name, not the one the device wanted:
+  // the message says so, so a block of it reads differently from an ordinary one.
+  log[decisionLevel(event.verdict)](event, event.ech === true ? `${msg} (ECH hello: outer name)` : msg)
 }
 
 /**

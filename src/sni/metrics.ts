@@ -52,6 +52,12 @@ export class SniMetrics {
   readonly upstreamErrors: FastCounter<UpstreamError>
   readonly bytes: FastCounter<'upstream' | 'downstream'>
   readonly connectSeconds: Histogram
+  /**
+   * Hellos carrying encrypted_client_hello (0xfe0d), by the verdict on their outer name,
+   * besides their `sni_found` in `hello`: an ECH block is the provider's public name,
+   * not a name anyone configured (`dns.ech: strip` keeps allowed names out of ECH).
+   */
+  readonly echHellos: FastCounter<'allowed' | 'blocked' | 'would_block'>
   /** Slots resolved once, so the splice's per-chunk count is one array write. */
   readonly upstreamSlot: number
   readonly downstreamSlot: number
@@ -84,6 +90,13 @@ export class SniMetrics {
       'Bytes spliced, counted as they pass: upstream = client to server (the ClientHello included), downstream = server to client.',
       'direction',
       ['upstream', 'downstream'],
+    )
+    this.echHellos = new FastCounter(
+      registry,
+      'egressd_sni_ech_hellos_total',
+      'ClientHellos carrying encrypted_client_hello (ECH), by the verdict on their outer (public) name.',
+      'verdict',
+      ['allowed', 'blocked', 'would_block'] as const,
     )
     this.upstreamSlot = this.bytes.slot('upstream')
     this.downstreamSlot = this.bytes.slot('downstream')

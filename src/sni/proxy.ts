@@ -285,6 +285,7 @@ class Connection {
     const d = this.proxy.policy.decider.decideName(this.clientAddress, name, this.decision)
     this.judged = true
     this.decide(d.verdict)
+    if (result.ech) metrics.echHellos.incLabel(d.verdict === VERDICT_BLOCKED ? 'blocked' : d.verdict === VERDICT_WOULD_BLOCK ? 'would_block' : 'allowed')
     if (d.verdict === VERDICT_BLOCKED) {
       this.proxy.deps.blocked.record('sni', name, this.clientAddress)
       this.count('blocked')

@@ -60,6 +60,7 @@ export function makeConfig(dns: DnsOverrides = {}, policy: readonly PolicyEntry[
     maxUdpPayload: 1232,
     outsideClients: { answer: 'refused', refusedQps: 10 },
     cnameTargets: 'follow_policy',
+    ech: 'strip',
     ...dns,
     cache: { maxEntries: 10_000, maxBytes: 8 << 20, minTtl: 0, maxTtl: 86_400, negativeMaxTtl: 300, ...dns.cache },
     rateLimit: { qps: 0, burst: 0, ...dns.rateLimit },
