@@ -6,6 +6,7 @@
 import t from 'tap'
 import { Registry } from 'prom-client'
 import { NftablesSink, SpawnNftRunner } from '../../src/firewall/nftables-sink.js'
+import { KernelNeighbours, NeighbourTable } from '../../src/firewall/neighbours.js'
 import { captureLogger, execFileP, listSet, probeNetns, rule } from './helpers.js'
 
 const probe = await probeNetns()
@@ -18,10 +19,10 @@ if (!probe.ok) {
   t.teardown(() => execFileP('ip', ['netns', 'del', ns]).then(() => undefined, () => undefined))
   const nft = (...args: string[]) => execFileP('ip', ['netns', 'exec', ns, 'nft', ...args])
 
-  function sink(table = 'egressd', grace = 60, scope: 'shared' | 'device' = 'shared', maxElementsPerDevice = 1024) {
+  function sink(table = 'egressd', grace = 60, scope: 'shared' | 'device' = 'shared', maxElementsPerDevice = 1024, deviceKey: 'address' | 'mac' = 'address', neighbours?: NeighbourTable) {
     const registry = new Registry()
     const { log, lines } = captureLogger()
-    const s = new NftablesSink({ enabled: true, table, graceSeconds: grace, scope, maxElementsPerDevice, maxElements: 65_536 }, { log, registry, runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', ns, 'nft'] }) })
+    const s = new NftablesSink({ enabled: true, table, graceSeconds: grace, scope, deviceKey, maxElementsPerDevice, maxElements: 65_536 }, { log, registry, runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', ns, 'nft'] }), neighbours })
     return { s, registry, lines }
   }
   const sets = async (table = 'egressd') => {
