@@ -10,7 +10,7 @@ import { firewallMetrics, type FirewallMetrics } from './metrics.js'
 import { DeviceElements, type DeviceElement } from './device-elements.js'
 import {
   batchScript, clampTimeout, declareScript, deviceElementKey, elementKey, isValidTableName, parseSetListing, refreshProbeResult, refreshProbeScripts, retireScripts,
-  SCOPE_SETS, setGroup, type DeviceKey, type RefreshMode, type Scope, type SetBatch, type SetGroup,
+  SCOPE_SETS, setGroup, type DeviceKey, type ListedElement, type RefreshMode, type Scope, type SetBatch, type SetGroup,
 } from './nft-script.js'
 import { KernelNeighbours, NeighbourTable, normalizeMac } from './neighbours.js'
 import { SpawnNftRunner, type NftRunner } from './nft-runner.js'
@@ -242,28 +242,29 @@ export class NftablesSink {
     if (query === undefined) return 0
     const now = this.now()
     const maxBytes = Math.max(1 << 20, this.cfg.maxElements * LISTING_BYTES_PER_ELEMENT * 2)
-    let n = 0
+    // Both sets first, then soonest expiry first across them: with device_key mac one
+    // device holds elements in both, and a bound must trim its soonest, whichever set.
+    const all: Array<{ el: ListedElement; v4: boolean }> = []
     for (const v4 of [true, false]) {
       const set = SCOPE_SETS[this.group][v4 ? 0 : 1]
-      let listed
       try {
-        listed = parseSetListing(await query(['-j', 'list', 'set', 'inet', this.table, set], maxBytes))
+        for (const el of parseSetListing(await query(['-j', 'list', 'set', 'inet', this.table, set], maxBytes))) all.push({ el, v4 })
       } catch (err) {
         this.log.warn({ err, set }, 'could not read the device set back; its elements expire on their own but are not counted in the bounds')
-        continue
       }
-      listed.sort((a, b) => a.expires - b.expires)
-      for (const el of listed) {
-        if (el.parts.length !== 4 || el.expires <= 0) continue
-        const [first, address, proto, port] = el.parts
-        // The key must read back exactly as the sink writes it, or a later delete misses.
-        const client = this.group === 'mac' ? normalizeMac(String(first)) : String(first)
-        if (client === null) continue
-        const key = deviceElementKey(client, String(address), String(proto), Number(port))
-        this.makeRoom(client, now)
-        this.book.set(client, key, { expiresAt: now + el.expires * 1000, batch: null, index: -1, v4 })
-        n++
-      }
+    }
+    all.sort((a, b) => a.el.expires - b.el.expires)
+    let n = 0
+    for (const { el, v4 } of all) {
+      if (el.parts.length !== 4 || el.expires <= 0) continue
+      const [first, address, proto, port] = el.parts
+      // The key must read back exactly as the sink writes it, or a later delete misses.
+      const client = this.group === 'mac' ? normalizeMac(String(first)) : String(first)
+      if (client === null) continue
+      const key = deviceElementKey(client, String(address), String(proto), Number(port))
+      this.makeRoom(client, now)
+      this.book.set(client, key, { expiresAt: now + el.expires * 1000, batch: null, index: -1, v4 })
+      n++
     }
     if (this.pending !== null) this.flush()
     return n
