@@ -82,7 +82,7 @@ async function canRun(): Promise<string | null> {
 
 async function load(scope: Scope, runner: NftRunner, rate: number, seconds: number, devices: number) {
   const registry = new Registry()
-  const cfg = { enabled: true, table: 'egressd', graceSeconds: GRACE, scope, maxElementsPerDevice: 4096, maxElements: 1 << 20 }
+  const cfg = { enabled: true, table: 'egressd', graceSeconds: GRACE, scope, deviceKey: 'address' as const, maxElementsPerDevice: 4096, maxElements: 1 << 20 }
   const sink = new NftablesSink(cfg, { log: pino({ level: 'warn' }), registry, runner, maxKnown: 1 << 20, maxPending: 1 << 16 })
   await sink.start()
   const total = Math.round(rate * seconds)
@@ -143,7 +143,7 @@ async function bookkeepingBytes(count: number, devices: number): Promise<number>
   const gc = (globalThis as { gc?: () => void }).gc
   if (gc === undefined) return NaN
   const nothing: NftRunner = { run: () => Promise.resolve() }
-  const cfg = { enabled: true, table: 'egressd', graceSeconds: GRACE, scope: 'device' as const, maxElementsPerDevice: 1 << 20, maxElements: 1 << 22 }
+  const cfg = { enabled: true, table: 'egressd', graceSeconds: GRACE, scope: 'device' as const, deviceKey: 'address' as const, maxElementsPerDevice: 1 << 20, maxElements: 1 << 22 }
   const sink = new NftablesSink(cfg, { log: pino({ level: 'warn' }), registry: new Registry(), runner: nothing, maxKnown: 1 << 22, maxPending: 1 << 22 })
   gc()
   const before = process.memoryUsage().heapUsed

@@ -100,7 +100,7 @@ export async function run(args: string[]): Promise<void> {
 
     // --- batched: the sink at the target rate ----------------------------------------
     const registry = new Registry()
-    const sink = new NftablesSink({ enabled: true, table: 'egressd', graceSeconds: GRACE, scope: 'shared', maxElementsPerDevice: 1024, maxElements: 1 << 20 }, { log: pino({ level: 'warn' }), registry, runner, maxKnown: 1 << 20, maxPending: 1 << 16 })
+    const sink = new NftablesSink({ enabled: true, table: 'egressd', graceSeconds: GRACE, scope: 'shared', deviceKey: 'address' as const, maxElementsPerDevice: 1024, maxElements: 1 << 20 }, { log: pino({ level: 'warn' }), registry, runner, maxKnown: 1 << 20, maxPending: 1 << 16 })
     await sink.start()
     const total = Math.round(rate * seconds)
     const started = new Float64Array(total)

@@ -70,6 +70,9 @@ export const firewallSchema = section({
     scope: enumOf(['shared', 'device'], 'shared', 'shared: elements address . protocol . port open a destination for every device (sets allow4/allow6); ' +
       'device: elements client . address . protocol . port open it only for the device that asked (sets allow4_dev/allow6_dev); ' +
       'restart only; the gateway ruleset\'s EGRESSD_SCOPE define must match (docs/gateway.md)'),
+    device_key: enumOf(['address', 'mac'], 'address', 'scope device: what identifies a device in its elements. address: the address it asked from (sets allow4_dev/allow6_dev; ' +
+      'works across a router; an IPv4 device gets no element for an AAAA answer, nor the reverse); mac: its link-layer address from the kernel\'s neighbour table ' +
+      '(sets allow4_mac/allow6_mac; devices must be on-link with the gateway; works across families and IPv6 privacy addresses); restart only; EGRESSD_SCOPE must match (docs/gateway.md)'),
     max_elements_per_device: int(1024, 1, 1_000_000, 'scope device: elements one device may hold; past it its oldest are deleted first ' +
       '(egressd_firewall_evicted_total{bound="device"}), the answer still leaves'),
     max_elements: int(65_536, 1, 10_000_000, 'scope device: elements of all devices together; past it the oldest element of the device holding the most is deleted ' +

@@ -32,7 +32,7 @@ export interface Component {
 /** What only a restart applies: sockets already bound, and whether the nftables sink exists. */
 export function restartKey(config: Config): string {
   const nft = config.firewall.nftables
-  return JSON.stringify([config.dns.listen, config.sni.listen, config.metrics.listen, nft.enabled, nft.table, nft.scope])
+  return JSON.stringify([config.dns.listen, config.sni.listen, config.metrics.listen, nft.enabled, nft.table, nft.scope, nft.deviceKey])
 }
 
 export interface SharedParts {

@@ -1,7 +1,7 @@
 import { Gauge, Histogram, type Registry } from 'prom-client'
 import { FastCounter } from '../metrics/fast-counter.js'
 
-export type FirewallErrorReason = 'nft' | 'start' | 'invalid_address' | 'queue_full'
+export type FirewallErrorReason = 'nft' | 'start' | 'invalid_address' | 'queue_full' | 'neighbour_read'
 export type BatchResult = 'applied' | 'failed'
 
 /** The firewall sink's metrics only: each folder keeps its own metrics.ts. */
@@ -33,9 +33,10 @@ export function firewallMetrics(registry: Registry, gauges: FirewallGauges) {
     errors: new FastCounter<FirewallErrorReason>(
       registry,
       'egressd_firewall_errors_total',
-      'Firewall sink errors by reason: nft (a batch failed), start (the table or sets could not be created), invalid_address, queue_full (elements dropped because too many were waiting).',
+      'Firewall sink errors by reason: nft (a batch failed), start (the table or sets could not be created), invalid_address, queue_full (elements dropped because too many were waiting), ' +
+        'neighbour_read (device_key mac: the kernel\'s neighbour table could not be read).',
       'reason',
-      ['nft', 'start', 'invalid_address', 'queue_full'],
+      ['nft', 'start', 'invalid_address', 'queue_full', 'neighbour_read'],
     ),
     batchSeconds: new Histogram({
       name: 'egressd_firewall_batch_seconds',
@@ -82,6 +83,22 @@ export function firewallMetrics(registry: Registry, gauges: FirewallGauges) {
       'Scope device: answer addresses not written because their family differs from the address the device asked from (no packet can match such an element).',
       null,
       [],
+    ),
+    /** device_key mac: answers whose client has no neighbour entry (not on-link). */
+    noNeighbour: new FastCounter(
+      registry,
+      'egressd_firewall_no_neighbour_total',
+      'Scope device with device_key mac: answers whose client address has no entry in the kernel\'s neighbour table (the device is not on-link with the gateway); nothing written, the answer still left.',
+      null,
+      [],
+    ),
+    /** device_key mac: reads of the kernel's neighbour tables (/proc/net/arp, ip -6 neigh). */
+    neighbourReads: new FastCounter<'ipv4' | 'ipv6'>(
+      registry,
+      'egressd_firewall_neighbour_reads_total',
+      'Scope device with device_key mac: reads of the kernel\'s neighbour table, by family (IPv4: /proc/net/arp; IPv6: one ip -6 neigh run).',
+      'family',
+      ['ipv4', 'ipv6'],
     ),
   }
 }

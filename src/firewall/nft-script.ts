@@ -30,6 +30,24 @@ export function isValidTableName(table: string): boolean {
 export type Scope = 'shared' | 'device'
 
 /**
+ * Scope device's identity of a device (`firewall.nftables.device_key`):
+ * - `address`: the address it asked from; works across a router, but an element is of
+ *   one family (see Scope);
+ * - `mac`: its link-layer address, from the kernel's neighbour table (neighbours.ts);
+ *   needs the device on-link with the gateway, and works across families and IPv6
+ *   privacy addresses: `ether saddr . ip6 daddr` is one protocol stack, so nft accepts
+ *   it where `ip saddr . ip6 daddr` is refused.
+ */
+export type DeviceKey = 'address' | 'mac'
+
+/** Which pair of sets the sink writes: one per scope, and per device key in scope device. */
+export type SetGroup = 'shared' | 'device' | 'mac'
+
+export function setGroup(scope: Scope, deviceKey: DeviceKey = 'address'): SetGroup {
+  return scope === 'shared' ? 'shared' : deviceKey === 'mac' ? 'mac' : 'device'
+}
+
+/**
  * The set definitions. MUST stay identical to config/nftables/egressd.nft: nft refuses
  * `add set` for an existing set with other flags or type ("File exists"), and silently
  * applies a differing `size` to the live set (test/firewall/template.test.ts compares).
@@ -39,15 +57,20 @@ export const SET_TYPES = {
   allow6: 'ipv6_addr . inet_proto . inet_service',
   allow4_dev: 'ipv4_addr . ipv4_addr . inet_proto . inet_service',
   allow6_dev: 'ipv6_addr . ipv6_addr . inet_proto . inet_service',
+  allow4_mac: 'ether_addr . ipv4_addr . inet_proto . inet_service',
+  allow6_mac: 'ether_addr . ipv6_addr . inet_proto . inet_service',
 } as const
 
 export type SetName = keyof typeof SET_TYPES
 
-/** The IPv4 and the IPv6 set of each scope. */
-export const SCOPE_SETS: Record<Scope, readonly [SetName, SetName]> = {
+/** The IPv4 and the IPv6 set of each group (by destination family). */
+export const SCOPE_SETS: Record<SetGroup, readonly [SetName, SetName]> = {
   shared: ['allow4', 'allow6'],
   device: ['allow4_dev', 'allow6_dev'],
+  mac: ['allow4_mac', 'allow6_mac'],
 }
+
+const GROUPS: readonly SetGroup[] = ['shared', 'device', 'mac']
 
 function declareSet(table: string, set: SetName): string {
   return `add set inet ${table} ${set} { type ${SET_TYPES[set]}; flags timeout; }\n`
@@ -58,25 +81,30 @@ function declareSet(table: string, set: SetName): string {
  * element when they exist (`add`, unlike `create`, does not fail on an existing
  * object). Touches no chain, no other table and no set of the other scope.
  */
-export function declareScript(table: string, scope: Scope = 'shared'): string {
+export function declareScript(table: string, scope: SetGroup = 'shared'): string {
   const [v4, v6] = SCOPE_SETS[scope]
   return `add table inet ${table}\n` + declareSet(table, v4) + declareSet(table, v6)
 }
 
 /**
- * Removing the other scope's sets after a switch of scope, in two runs: `empty` makes
- * sure they exist (with their exact definition) and flushes them, so no element of the
- * old scope opens anything any more; `remove` deletes them, which nft refuses (EBUSY)
- * while a rule still names them, as the shipped ruleset's unused scope chain does.
- * Then the emptied sets stay, and nothing ever writes to them again.
+ * Removing the other groups' sets after a switch of scope or device key: `empty` (one
+ * run) makes sure they exist (with their exact definition) and flushes them, so no
+ * element of the old group opens anything any more; each `remove` (one run per group)
+ * deletes one group's pair, which nft refuses (EBUSY) while a rule still names them,
+ * as the shipped ruleset's unused scope chains do. Then the emptied sets stay, and
+ * nothing ever writes to them again.
  */
-export function retireScripts(table: string, current: Scope): { empty: string; remove: string } {
-  const old = SCOPE_SETS[current === 'shared' ? 'device' : 'shared']
+export function retireScripts(table: string, current: SetGroup): { empty: string; remove: string[] } {
   let empty = `add table inet ${table}\n`
-  let remove = ''
-  for (const set of old) {
-    empty += declareSet(table, set) + `flush set inet ${table} ${set}\n`
-    remove += `delete set inet ${table} ${set}\n`
+  const remove: string[] = []
+  for (const group of GROUPS) {
+    if (group === current) continue
+    let r = ''
+    for (const set of SCOPE_SETS[group]) {
+      empty += declareSet(table, set) + `flush set inet ${table} ${set}\n`
+      r += `delete set inet ${table} ${set}\n`
+    }
+    remove.push(r)
   }
   return { empty, remove }
 }
@@ -92,7 +120,10 @@ export function elementKey(address: string, proto: string, port: number): string
   return address + ' . ' + proto + ' . ' + port
 }
 
-/** `192.168.1.20 . 192.0.2.1 . udp . 123`: the element key of scope device. */
+/**
+ * `192.168.1.20 . 192.0.2.1 . udp . 123`: the element key of scope device; with
+ * device_key mac the device is its MAC, `02:00:5e:10:00:01 . 2001:db8::1 . udp . 123`.
+ */
 export function deviceElementKey(client: string, address: string, proto: string, port: number): string {
   return client + ' . ' + address + ' . ' + proto + ' . ' + port
 }
@@ -121,7 +152,7 @@ export interface SetBatch {
  */
 export type RefreshMode = 'add' | 'add-delete-add'
 
-export function batchScript(table: string, v4: SetBatch, v6: SetBatch, declare: boolean, mode: RefreshMode = 'add-delete-add', scope: Scope = 'shared'): string {
+export function batchScript(table: string, v4: SetBatch, v6: SetBatch, declare: boolean, mode: RefreshMode = 'add-delete-add', scope: SetGroup = 'shared'): string {
   const [set4, set6] = SCOPE_SETS[scope]
   let s = declare ? declareScript(table, scope) : ''
   s += setCommands(table, set4, v4, mode)

@@ -10,8 +10,9 @@ import { firewallMetrics, type FirewallMetrics } from './metrics.js'
 import { DeviceElements, type DeviceElement } from './device-elements.js'
 import {
   batchScript, clampTimeout, declareScript, deviceElementKey, elementKey, isValidTableName, parseSetListing, refreshProbeResult, refreshProbeScripts, retireScripts,
-  SCOPE_SETS, type RefreshMode, type Scope, type SetBatch,
+  SCOPE_SETS, setGroup, type DeviceKey, type ListedElement, type RefreshMode, type Scope, type SetBatch, type SetGroup,
 } from './nft-script.js'
+import { KernelNeighbours, NeighbourTable, normalizeMac } from './neighbours.js'
 import { SpawnNftRunner, type NftRunner } from './nft-runner.js'
 
 export type { NftRunner } from './nft-runner.js'
@@ -37,6 +38,8 @@ export interface NftablesSinkDeps {
    * nft is slow. 10 000 elements take ~0.3 s in one run here (bench/RESULTS.md, firewall section).
    */
   readonly maxPending?: number
+  /** device_key mac: where MACs come from (default: this kernel's neighbour tables). */
+  readonly neighbours?: NeighbourTable
 }
 
 /** One nft run's worth of elements and the callers waiting for it. */
@@ -105,6 +108,14 @@ export class NftablesSink {
   private cfg: NftablesConfig
   private readonly table: string
   readonly scope: Scope
+  readonly deviceKey: DeviceKey
+  /** The sets written: the scope's, and in scope device the device key's. */
+  readonly group: SetGroup
+  /** device_key mac only. */
+  private readonly neighbours: NeighbourTable | null
+  /** device_key mac: the last "no neighbour entry" line, and misses since (one line a minute). */
+  private noNeighbourLoggedAt = -Infinity
+  private noNeighbourSince = 0
   private readonly log: Logger
   private readonly runner: NftRunner
   private readonly now: () => number
@@ -132,6 +143,8 @@ export class NftablesSink {
     this.cfg = cfg
     this.table = cfg.table
     this.scope = cfg.scope
+    this.deviceKey = cfg.deviceKey
+    this.group = setGroup(cfg.scope, cfg.deviceKey)
     this.log = deps.log
     this.runner = deps.runner ?? new SpawnNftRunner()
     this.now = deps.now ?? Date.now
@@ -145,6 +158,15 @@ export class NftablesSink {
     })
     this.addedSlot4 = this.metrics.added.slot('ipv4')
     this.addedSlot6 = this.metrics.added.slot('ipv6')
+    const reads = { 4: this.metrics.neighbourReads.slot('ipv4'), 6: this.metrics.neighbourReads.slot('ipv6') }
+    this.neighbours = this.group !== 'mac' ? null : deps.neighbours ?? new NeighbourTable(new KernelNeighbours(), this.now, {
+      onRead: (family, ok, err) => {
+        this.metrics.neighbourReads.inc(reads[family])
+        if (ok) return
+        this.metrics.errors.incLabel('neighbour_read')
+        if (this.logLimiter.allow(this.now())) this.log.error({ err, family }, 'the kernel\'s neighbour table could not be read; answers open nothing until it can')
+      },
+    })
   }
 
   /**
@@ -171,25 +193,26 @@ export class NftablesSink {
   async start(): Promise<void> {
     const t0 = this.now()
     try {
-      await this.runner.run(declareScript(this.table, this.scope))
+      await this.runner.run(declareScript(this.table, this.group))
     } catch (err) {
       this.metrics.errors.incLabel('start')
       this.log.error({ err, table: this.table }, 'nftables table or sets could not be created; DNS continues without firewall elements')
       return
     }
     const retired = await this.retireOtherScope()
-    const reconciled = this.scope === 'device' ? await this.reconcile() : 0
+    const reconciled = this.group !== 'shared' ? await this.reconcile() : 0
     this.refresh = await this.probeRefresh()
-    this.log.info({ table: this.table, scope: this.scope, sets: SCOPE_SETS[this.scope], refresh: this.refresh, reconciled, otherScope: retired, ms: this.now() - t0 }, 'nftables sets ready')
+    this.log.info({ table: this.table, scope: this.scope, deviceKey: this.scope === 'device' ? this.deviceKey : undefined, sets: SCOPE_SETS[this.group], refresh: this.refresh, reconciled, otherScope: retired, ms: this.now() - t0 }, 'nftables sets ready')
   }
 
   /**
-   * After a switch of scope the old scope's elements must open nothing: its sets are
-   * flushed, then deleted unless a rule still names them (the shipped ruleset declares
-   * both scopes' sets, so they stay there, empty).
+   * After a switch of scope or device key the old elements must open nothing: the other
+   * groups' sets are flushed, then deleted unless a rule still names them (the shipped
+   * ruleset declares every group's sets, so they stay there, empty). 'removed' when
+   * every other group's sets are gone.
    */
   private async retireOtherScope(): Promise<'removed' | 'emptied' | 'failed'> {
-    const scripts = retireScripts(this.table, this.scope)
+    const scripts = retireScripts(this.table, this.group)
     try {
       await this.runner.run(scripts.empty)
     } catch (err) {
@@ -197,12 +220,15 @@ export class NftablesSink {
       this.log.error({ err, table: this.table }, 'the sets of the other firewall scope could not be emptied')
       return 'failed'
     }
-    try {
-      await this.runner.run(scripts.remove)
-      return 'removed'
-    } catch {
-      return 'emptied'
+    let result: 'removed' | 'emptied' = 'removed'
+    for (const remove of scripts.remove) {
+      try {
+        await this.runner.run(remove)
+      } catch {
+        result = 'emptied'
+      }
     }
+    return result
   }
 
   /**
@@ -216,25 +242,29 @@ export class NftablesSink {
     if (query === undefined) return 0
     const now = this.now()
     const maxBytes = Math.max(1 << 20, this.cfg.maxElements * LISTING_BYTES_PER_ELEMENT * 2)
-    let n = 0
+    // Both sets first, then soonest expiry first across them: with device_key mac one
+    // device holds elements in both, and a bound must trim its soonest, whichever set.
+    const all: Array<{ el: ListedElement; v4: boolean }> = []
     for (const v4 of [true, false]) {
-      const set = SCOPE_SETS.device[v4 ? 0 : 1]
-      let listed
+      const set = SCOPE_SETS[this.group][v4 ? 0 : 1]
       try {
-        listed = parseSetListing(await query(['-j', 'list', 'set', 'inet', this.table, set], maxBytes))
+        for (const el of parseSetListing(await query(['-j', 'list', 'set', 'inet', this.table, set], maxBytes))) all.push({ el, v4 })
       } catch (err) {
         this.log.warn({ err, set }, 'could not read the device set back; its elements expire on their own but are not counted in the bounds')
-        continue
       }
-      listed.sort((a, b) => a.expires - b.expires)
-      for (const el of listed) {
-        if (el.parts.length !== 4 || el.expires <= 0) continue
-        const [client, address, proto, port] = el.parts
-        const key = deviceElementKey(String(client), String(address), String(proto), Number(port))
-        this.makeRoom(String(client), now)
-        this.book.set(String(client), key, { expiresAt: now + el.expires * 1000, batch: null, index: -1, v4 })
-        n++
-      }
+    }
+    all.sort((a, b) => a.el.expires - b.el.expires)
+    let n = 0
+    for (const { el, v4 } of all) {
+      if (el.parts.length !== 4 || el.expires <= 0) continue
+      const [first, address, proto, port] = el.parts
+      // The key must read back exactly as the sink writes it, or a later delete misses.
+      const client = this.group === 'mac' ? normalizeMac(String(first)) : String(first)
+      if (client === null) continue
+      const key = deviceElementKey(client, String(address), String(proto), Number(port))
+      this.makeRoom(client, now)
+      this.book.set(client, key, { expiresAt: now + el.expires * 1000, batch: null, index: -1, v4 })
+      n++
     }
     if (this.pending !== null) this.flush()
     return n
@@ -269,21 +299,57 @@ export class NftablesSink {
   /**
    * Writes the answer's elements; resolves once they are in the kernel. `client` is
    * the device that asked: scope `device` keys the elements by it (an answer without
-   * one opens nothing there), scope `shared` ignores it.
+   * one opens nothing there), by its address or, with device_key mac, by the MAC the
+   * kernel's neighbour table holds for that address; scope `shared` ignores it.
    */
   add(name: string, rule: Rule, addresses: readonly AnswerAddress[], client?: string): Promise<void> {
     if (this.stopped || addresses.length === 0 || rule.ports.length === 0) return RESOLVED
     const now = this.now()
-    let clientFamily = 0
-    if (this.scope === 'device') {
-      clientFamily = client === undefined ? 0 : ipFamily(client)
-      if (clientFamily === 0 || client!.includes('%')) {
-        this.metrics.errors.incLabel('invalid_address')
-        if (this.logLimiter.allow(now)) this.log.warn({ name, client }, 'firewall sink ignored an answer whose client is not an IP literal')
-        return RESOLVED
-      }
-      this.book.dropExpired(client!, now)
+    if (this.scope === 'shared') return this.write(name, rule, addresses, null, 0, now)
+    const clientFamily = client === undefined ? 0 : ipFamily(client)
+    if (clientFamily === 0 || client!.includes('%')) {
+      this.metrics.errors.incLabel('invalid_address')
+      if (this.logLimiter.allow(now)) this.log.warn({ name, client }, 'firewall sink ignored an answer whose client is not an IP literal')
+      return RESOLVED
     }
+    if (this.neighbours === null) {
+      this.book.dropExpired(client!, now)
+      return this.write(name, rule, addresses, client!, clientFamily, now)
+    }
+    const mac = this.neighbours.cached(client!)
+    if (mac !== undefined) return this.addForMac(name, rule, addresses, client!, mac, now)
+    // Only a table read can tell (a new device, or the cache aged out): this answer
+    // waits for it, at most minReadIntervalMs plus one read (neighbours.ts).
+    return this.neighbours.lookup(client!).then((m) => this.addForMac(name, rule, addresses, client!, m, this.now()))
+  }
+
+  /**
+   * device_key mac: one MAC holds the elements of both families. No entry: the client
+   * is not on-link (or its entry is gone); counted, logged at most once a minute, and
+   * the answer leaves without elements.
+   */
+  private addForMac(name: string, rule: Rule, addresses: readonly AnswerAddress[], client: string, mac: string | null, now: number): Promise<void> {
+    if (mac === null) {
+      this.metrics.noNeighbour.inc(0)
+      this.noNeighbourSince++
+      if (now - this.noNeighbourLoggedAt >= 60_000) {
+        this.log.warn({ name, client, answers: this.noNeighbourSince }, 'firewall sink: no neighbour entry for the client (not on-link with the gateway?); device_key mac writes nothing for it (egressd_firewall_no_neighbour_total)')
+        this.noNeighbourLoggedAt = now
+        this.noNeighbourSince = 0
+      }
+      return RESOLVED
+    }
+    if (this.stopped) return RESOLVED
+    this.book.dropExpired(mac, now)
+    return this.write(name, rule, addresses, mac, 0, now)
+  }
+
+  /**
+   * The elements of one answer: `device` null for scope shared, else the device's
+   * identity (address or MAC); `onlyFamily` 4 or 6 keeps only addresses of that
+   * family (device_key address: a packet's source and destination share one), 0 all.
+   */
+  private write(name: string, rule: Rule, addresses: readonly AnswerAddress[], device: string | null, onlyFamily: 0 | 4 | 6, now: number): Promise<void> {
     const grace = this.cfg.graceSeconds
     let wait: Batch | null = null
     for (let a = 0; a < addresses.length; a++) {
@@ -296,7 +362,7 @@ export class NftablesSink {
         if (this.logLimiter.allow(now)) this.log.warn({ name, address }, 'firewall sink ignored an address that is not an IP literal')
         continue
       }
-      if (clientFamily !== 0 && family !== clientFamily) {
+      if (onlyFamily !== 0 && family !== onlyFamily) {
         // A packet's source and destination are of one family: no rule can match an
         // IPv4 device with an IPv6 destination (docs/gateway.md, "Scope device").
         this.metrics.crossFamily.inc(0)
@@ -307,7 +373,7 @@ export class NftablesSink {
       for (let p = 0; p < rule.ports.length; p++) {
         const port = rule.ports[p]!
         let batch: Batch | null
-        if (clientFamily === 0) {
+        if (device === null) {
           const key = elementKey(address, port.proto, port.port)
           const k = this.known.get(key)
           if (k !== undefined && k.expiresAt - now > ms / 2) {
@@ -319,15 +385,15 @@ export class NftablesSink {
           }
           batch = this.enqueue(key, family === 4, timeout, now + ms, k)
         } else {
-          const key = deviceElementKey(client!, address, port.proto, port.port)
-          const k = this.book.get(client!, key)
+          const key = deviceElementKey(device, address, port.proto, port.port)
+          const k = this.book.get(device, key)
           if (k !== undefined && k.expiresAt - now > ms / 2) {
             this.metrics.skipped.inc(0)
             const kb = k.batch as Batch | null
             if (kb !== null && (wait === null || kb.seq > wait.seq)) wait = kb
             continue
           }
-          batch = this.enqueueDevice(client!, key, family === 4, timeout, now, now + ms, k)
+          batch = this.enqueueDevice(device, key, family === 4, timeout, now, now + ms, k)
         }
         if (batch === null) {
           this.metrics.errors.incLabel('queue_full')
@@ -351,9 +417,12 @@ export class NftablesSink {
     if (cfg.scope !== this.scope) {
       this.log.warn({ scope: this.scope, wanted: cfg.scope }, 'firewall.nftables.scope changes need a restart (and the ruleset\'s EGRESSD_SCOPE define); keeping the current scope')
     }
+    if (cfg.deviceKey !== this.deviceKey) {
+      this.log.warn({ deviceKey: this.deviceKey, wanted: cfg.deviceKey }, 'firewall.nftables.device_key changes need a restart (and the ruleset\'s EGRESSD_SCOPE define); keeping the current device key')
+    }
     this.book.perDevice = cfg.maxElementsPerDevice
     this.book.total = cfg.maxElements
-    this.cfg = { ...cfg, table: this.table, scope: this.scope }
+    this.cfg = { ...cfg, table: this.table, scope: this.scope, deviceKey: this.deviceKey }
   }
 
   /**
@@ -489,10 +558,10 @@ export class NftablesSink {
     const [v4, v6] = batch.sets()
     let error: unknown = null
     try {
-      await this.runner.run(batchScript(this.table, v4, v6, false, this.refresh, this.scope))
+      await this.runner.run(batchScript(this.table, v4, v6, false, this.refresh, this.group))
     } catch (first) {
       try {
-        await this.runner.run(batchScript(this.table, v4, v6, true, this.refresh, this.scope))
+        await this.runner.run(batchScript(this.table, v4, v6, true, this.refresh, this.group))
         this.log.warn({ err: first, table: this.table }, 'nftables batch failed, then applied after declaring the table and sets again (was the ruleset flushed?)')
       } catch (second) {
         error = second

@@ -37,7 +37,7 @@ t.test('an empty file gives the documented defaults', async (t) => {
   t.equal(config.sni.maxClientHelloBytes, 16384)
   t.equal(config.sni.handshakeTimeoutMs, 10000)
   t.same(config.metrics.listen, { host: '127.0.0.1', port: 9153, family: 4 })
-  t.same(config.firewall.nftables, { enabled: false, table: 'egressd', graceSeconds: 60, scope: 'shared', maxElementsPerDevice: 1024, maxElements: 65_536 })
+  t.same(config.firewall.nftables, { enabled: false, table: 'egressd', graceSeconds: 60, scope: 'shared', deviceKey: 'address', maxElementsPerDevice: 1024, maxElements: 65_536 })
   t.equal(config.log.level, 'info')
   t.same(config.presets, [])
   t.same(config.policy, [], 'presets, allow and deny are empty unless given')

@@ -81,7 +81,7 @@ export function makeConfig(dns: DnsOverrides = {}, policy: readonly PolicyEntry[
       shutdownGraceMs: 1000,
     },
     metrics: { listen: null, blockedNamesMax: 100, blockedClientsMax: 100 },
-    firewall: { nftables: { enabled: false, table: 'egressd', graceSeconds: 60, scope: 'shared', maxElementsPerDevice: 1024, maxElements: 65_536 } },
+    firewall: { nftables: { enabled: false, table: 'egressd', graceSeconds: 60, scope: 'shared', deviceKey: 'address' as const, maxElementsPerDevice: 1024, maxElements: 65_536 } },
     log: { level: 'silent' },
     presets: [],
     policy,

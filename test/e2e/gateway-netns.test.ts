@@ -21,7 +21,7 @@ import { listSet } from '../firewall/helpers.js'
 import { CLI, logMsg, spawnInNs, type JsonLine, type NsProcess } from './netns/process.js'
 import { awaitCounter, nftCounter, templateWithDefines } from './netns/ruleset.js'
 import {
-  GATEWAY_LAN, GATEWAY_LAN6, GATEWAY_WAN, GATEWAY_WAN6, WORLD, WORLD6, Topology, inNs, missingPrerequisite, runInNs,
+  GATEWAY_LAN, GATEWAY_LAN6, GATEWAY_WAN, GATEWAY_WAN6, WORLD, WORLD6, Topology, inNs, macOf, missingPrerequisite, runInNs,
 } from './netns/topology.js'
 
 const WORLD_SCRIPT = fileURLToPath(new URL('./netns/world.mjs', import.meta.url))
@@ -450,4 +450,93 @@ t.test('scope device: an answer opens the destination only for the device that a
     })
   }
   t.same(await elements('allow4'), [], 'nothing was ever written to the shared sets')
+})
+
+// device_key mac: the gateway keys elements by the device's MAC (ruleset EGRESSD_SCOPE
+// device_mac_scope), so an answer of either family opens its address for the device,
+// whichever family it asked over. Device B is a second MAC on the segment (a macvlan
+// in a namespace of its own, Topology.addDevice): the rules tell devices apart by
+// source MAC, so a second address on A's interface would be A.
+t.test('scope device, device_key mac: a device reaches the other family\'s answer; another MAC is dropped', { skip: skip ?? false }, async (t) => {
+  const topo = new Topology(process.pid)
+  const dir = mkdtempSync(join(tmpdir(), 'egressd-netns-mac-'))
+  let world: NsProcess | null = null
+  let daemon: NsProcess | null = null
+  t.teardown(async () => {
+    await daemon?.stop()
+    await world?.stop(2000)
+    await topo.cleanup()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const { dev, gw } = topo.ns
+  await topo.build([NTP_POOL, NTP_POOL6])
+  const devB = await topo.addDevice(DEVICE_B, DEVICE_B6)
+  const macA = await macOf(dev, 'eth0')
+  t.not(macA, devB.mac, `two MACs on the segment: A ${macA}, B ${devB.mac}`)
+  const file = (name: string, text: string) => {
+    const p = join(dir, name)
+    writeFileSync(p, text)
+    return p
+  }
+  const spec = { dns: { host: WORLD, port: 53, ttl: 60, zone: { 'ntp.example': [NTP_POOL, NTP_POOL6] } }, https: [], udp: [NTP_POOL, NTP_POOL6].map((host) => ({ host, port: 123 })) }
+  world = spawnInNs(topo.ns.world, [WORLD_SCRIPT, file('world.json', JSON.stringify(spec))])
+  await world.waitFor((l) => l.ev === 'ready', 'world ready')
+  await inNs(gw, 'nft', '-f', file('egressd.nft', templateWithDefines({ DEVICE_IF: '"lan0"', WAN_IF: '"wan0"', EGRESSD_SNI_PORT: '8443', EGRESSD_DNS_PORT: '53', EGRESSD_SCOPE: '"device_mac_scope"' })))
+  const config = file(
+    'egressd.yaml',
+    [
+      'dns:',
+      `  listen: ["${GATEWAY_LAN}:53", "[${GATEWAY_LAN6}]:53"]`,
+      `  upstreams: ["${WORLD}:53"]`,
+      '  clients: [192.168.77.0/24, "fd77::/64"]',
+      'sni:',
+      `  listen: ["${GATEWAY_LAN}:8443"]`,
+      'metrics:',
+      '  listen: "127.0.0.1:9153"',
+      'firewall:',
+      '  nftables:',
+      '    enabled: true',
+      '    scope: device',
+      '    device_key: mac',
+      'allow: [{name: "ntp.example", ports: [123/udp]}]',
+      '',
+    ].join('\n'),
+  )
+  daemon = spawnInNs(gw, [CLI, 'run', '-c', config])
+  await daemon.waitFor(logMsg('ready'), 'egressd ready')
+  t.match(daemon.lines.find(logMsg('nftables sets ready')), { scope: 'device', deviceKey: 'mac', sets: ['allow4_mac', 'allow6_mac'], otherScope: 'emptied' })
+
+  const probe = async (ns: string, args: string[], qtype = 'A') => {
+    const r = await runInNs(ns, ['env', `QTYPE=${qtype}`, process.execPath, UDP_PROBE, ...args])
+    if (r.code !== 0) throw new Error(`udp-probe failed (${r.code}): ${r.stderr}`)
+    return JSON.parse(r.stdout) as { reply: string | null; rcode?: string; address?: string }
+  }
+  const keys = async (set: string) => (await listSet(gw, 'egressd', set)).map((e) => e.key).sort()
+  const counter = (name: string) => nftCounter(gw, 'egressd', name)
+
+  for (const c of [
+    { name: 'asks over IPv4 for an AAAA, reaches the IPv6 address', dns: GATEWAY_LAN, qtype: 'AAAA', pool: NTP_POOL6, set: 'allow6_mac' },
+    { name: 'asks over IPv6 for an A, reaches the IPv4 address', dns: GATEWAY_LAN6, qtype: 'A', pool: NTP_POOL, set: 'allow4_mac' },
+  ]) {
+    await t.test(`A ${c.name}; B, another MAC, is dropped`, async (t) => {
+      const r = await probe(dev, ['resolve-send', c.dns, 'ntp.example', '123', `A ${c.qtype}`, '3000'], c.qtype)
+      t.same([r.rcode, r.address, r.reply], ['NOERROR', c.pool, `pong A ${c.qtype}`], 'answered, and the datagram sent in the same tick passed')
+      t.same(await keys(c.set), [`${macA} . ${c.pool} . udp . 123`], "one element, keyed by A's MAC")
+      const dropped = await counter('dropped_forward')
+      t.equal((await probe(devB.ns, ['send', c.pool, '123', `B ${c.qtype} unasked`, '300'])).reply, null, 'B, same address and port, never asked: no reply')
+      t.equal(await awaitCounter(gw, 'egressd', 'dropped_forward', dropped + 1), dropped + 1, 'dropped and counted')
+      t.same(world!.lines.filter((l) => l.ev === 'udp' && l.data === `B ${c.qtype} unasked`), [], 'nothing of B reached the world')
+    })
+  }
+
+  await t.test('B asks over IPv4 for the AAAA (a cache hit) and passes, under its own MAC', async (t) => {
+    const r = await probe(devB.ns, ['resolve-send', GATEWAY_LAN, 'ntp.example', '123', 'B asked', '3000'], 'AAAA')
+    t.same([r.rcode, r.reply], ['NOERROR', 'pong B asked'])
+    t.same(await keys('allow6_mac'), [`${macA} . ${NTP_POOL6} . udp . 123`, `${devB.mac} . ${NTP_POOL6} . udp . 123`].sort())
+    t.same(await keys('allow4_dev'), [], 'nothing in the address-keyed sets')
+    t.same(await keys('allow6_dev'), [])
+    const m = await runInNs(gw, ['curl', '-sS', '--max-time', '5', 'http://127.0.0.1:9153/metrics'])
+    t.match(m.stdout, /^egressd_firewall_cross_family_total 0$/m, 'no answer skipped for its family')
+    t.match(m.stdout, /^egressd_firewall_no_neighbour_total 0$/m, 'every client was found in the neighbour table')
+  })
 })

@@ -6,6 +6,7 @@
 import t from 'tap'
 import { Registry } from 'prom-client'
 import { NftablesSink, SpawnNftRunner } from '../../src/firewall/nftables-sink.js'
+import { KernelNeighbours, NeighbourTable } from '../../src/firewall/neighbours.js'
 import { captureLogger, execFileP, listSet, probeNetns, rule } from './helpers.js'
 
 const probe = await probeNetns()
@@ -18,10 +19,10 @@ if (!probe.ok) {
   t.teardown(() => execFileP('ip', ['netns', 'del', ns]).then(() => undefined, () => undefined))
   const nft = (...args: string[]) => execFileP('ip', ['netns', 'exec', ns, 'nft', ...args])
 
-  function sink(table = 'egressd', grace = 60, scope: 'shared' | 'device' = 'shared', maxElementsPerDevice = 1024) {
+  function sink(table = 'egressd', grace = 60, scope: 'shared' | 'device' = 'shared', maxElementsPerDevice = 1024, deviceKey: 'address' | 'mac' = 'address', neighbours?: NeighbourTable) {
     const registry = new Registry()
     const { log, lines } = captureLogger()
-    const s = new NftablesSink({ enabled: true, table, graceSeconds: grace, scope, maxElementsPerDevice, maxElements: 65_536 }, { log, registry, runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', ns, 'nft'] }) })
+    const s = new NftablesSink({ enabled: true, table, graceSeconds: grace, scope, deviceKey, maxElementsPerDevice, maxElements: 65_536 }, { log, registry, runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', ns, 'nft'] }), neighbours })
     return { s, registry, lines }
   }
   const sets = async (table = 'egressd') => {
@@ -196,6 +197,64 @@ if (!probe.ok) {
     const { s: back } = sink()
     await back.start()
     t.same(await sets(), ['allow4', 'allow6'])
+    await back.stop()
+  })
+
+  t.test('device_key mac: MACs from the namespace\'s real neighbour tables; an IPv4 client\'s AAAA answer and an IPv6 client\'s A answer land in the MAC sets; switching key retires the address sets', async (t) => {
+    // A veth pair inside the namespace: n0 is the gateway's side, its peer holds the
+    // "device" addresses; the neighbour entries are the kernel's own, made with ip neigh.
+    const ip = (...args: string[]) => execFileP('ip', ['-n', ns, ...args])
+    await ip('link', 'add', 'n0', 'type', 'veth', 'peer', 'name', 'n1')
+    await ip('addr', 'add', '10.99.0.1/24', 'dev', 'n0')
+    await ip('-6', 'addr', 'add', 'fd99::1/64', 'dev', 'n0', 'nodad')
+    await ip('link', 'set', 'n0', 'up')
+    await ip('link', 'set', 'n1', 'up')
+    await ip('neigh', 'replace', '10.99.0.2', 'lladdr', '02:00:00:99:00:02', 'dev', 'n0', 'nud', 'stale')
+    await ip('-6', 'neigh', 'replace', 'fd99::2', 'lladdr', '02:00:00:99:00:02', 'dev', 'n0', 'nud', 'stale')
+    await ip('neigh', 'replace', '10.99.0.3', 'lladdr', '02:00:00:99:00:03', 'dev', 'n0', 'nud', 'reachable')
+    // /proc/net/arp is per namespace: read it through a process living in the namespace.
+    const { spawn } = await import('node:child_process')
+    const holder = spawn('ip', ['netns', 'exec', ns, 'sleep', '120'], { stdio: 'ignore' })
+    t.teardown(() => {
+      holder.kill()
+    })
+    await new Promise((r) => setTimeout(r, 200))
+    const { stdout: pids } = await execFileP('ip', ['netns', 'pids', ns])
+    const pid = pids.split('\n').find((p) => p.trim() !== '')!.trim()
+    const neighbours = new NeighbourTable(new KernelNeighbours({ arpPath: `/proc/${pid}/net/arp`, ip: ['ip', '-n', ns] }))
+    t.equal(await neighbours.lookup('10.99.0.2'), '02:00:00:99:00:02', 'IPv4 from /proc/PID/net/arp')
+    t.equal(await neighbours.lookup('fd99::2'), '02:00:00:99:00:02', 'IPv6 from ip -j -6 neigh show')
+    t.equal(await neighbours.lookup('10.99.0.77'), null, 'no entry: null')
+
+    const { s: addr } = sink('egressd', 60, 'device')
+    await addr.start()
+    await addr.stop()
+    const { s, lines, registry } = sink('egressd', 60, 'device', 1024, 'mac', neighbours)
+    await s.start()
+    t.match(lines.find((l) => l.msg === 'nftables sets ready'), { deviceKey: 'mac', otherScope: 'removed' })
+    t.same(await sets(), ['allow4_mac', 'allow6_mac'], 'the address-keyed and shared sets are gone')
+    await s.add('time1.google.com', NTP, [{ address: '2001:db8::10', family: 6, ttl: 240 }], '10.99.0.2')
+    await s.add('time1.google.com', NTP, [{ address: '192.0.2.10', family: 4, ttl: 240 }], 'fd99::2')
+    await s.add('time1.google.com', NTP, [{ address: '192.0.2.10', family: 4, ttl: 240 }], '10.99.0.3')
+    await s.add('time1.google.com', NTP, [{ address: '192.0.2.10', family: 4, ttl: 240 }], '10.99.0.77')
+    t.same((await listSet(ns, 'egressd', 'allow6_mac')).map((e) => e.key).sort(), ['02:00:00:99:00:02 . 2001:db8::10 . tcp . 443', '02:00:00:99:00:02 . 2001:db8::10 . udp . 123'], 'the AAAA answer to an IPv4 client')
+    t.same((await listSet(ns, 'egressd', 'allow4_mac')).map((e) => e.key).sort(), [
+      '02:00:00:99:00:02 . 192.0.2.10 . tcp . 443',
+      '02:00:00:99:00:02 . 192.0.2.10 . udp . 123',
+      '02:00:00:99:00:03 . 192.0.2.10 . tcp . 443',
+      '02:00:00:99:00:03 . 192.0.2.10 . udp . 123',
+    ], 'the A answer to an IPv6 client, and another device; nothing for the client without an entry')
+    t.equal((await registry.getSingleMetric('egressd_firewall_no_neighbour_total')!.get()).values[0]!.value, 1)
+    await s.stop()
+    // A restart reads the MAC sets back, in the form it writes them: nothing rewritten.
+    const { s: again, lines: l2 } = sink('egressd', 60, 'device', 1024, 'mac', neighbours)
+    await again.start()
+    t.match(l2.find((l) => l.msg === 'nftables sets ready'), { reconciled: 6 })
+    t.equal(again.elementsOf('02:00:00:99:00:02'), 4, 'one device, both families, one bound')
+    await again.stop()
+    const { s: back } = sink()
+    await back.start()
+    t.same(await sets(), ['allow4', 'allow6'], 'back to shared: the MAC sets go')
     await back.stop()
   })
 

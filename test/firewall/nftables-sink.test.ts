@@ -5,7 +5,7 @@ import { batchScript, clampTimeout, declareScript, MAX_TIMEOUT_SECONDS, refreshP
 import { SpawnNftRunner } from '../../src/firewall/nft-runner.js'
 import { captureLogger, FakeRunner, rule, tick } from './helpers.js'
 
-const CFG = { enabled: true, table: 'egressd', graceSeconds: 60, scope: 'shared' as const, maxElementsPerDevice: 1024, maxElements: 65_536 }
+const CFG = { enabled: true, table: 'egressd', graceSeconds: 60, scope: 'shared' as const, deviceKey: 'address' as const, maxElementsPerDevice: 1024, maxElements: 65_536 }
 
 function setup(opts: { now?: () => number; maxKnown?: number; maxPending?: number; grace?: number } = {}) {
   const runner = new FakeRunner()
@@ -24,7 +24,7 @@ async function metric(registry: Registry, name: string, labels: Record<string, s
 t.test('start declares the table and both sets with add (idempotent); it empties and removes only the other scope\'s sets', async (t) => {
   const { runner, sink, lines } = setup()
   await sink.start()
-  t.equal(runner.scripts.length, 3)
+  t.equal(runner.scripts.length, 4)
   t.equal(
     runner.scripts[0],
     'add table inet egressd\n' +
@@ -38,10 +38,15 @@ t.test('start declares the table and both sets with add (idempotent); it empties
       'add set inet egressd allow4_dev { type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags timeout; }\n' +
       'flush set inet egressd allow4_dev\n' +
       'add set inet egressd allow6_dev { type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags timeout; }\n' +
-      'flush set inet egressd allow6_dev\n',
-    'the device scope\'s sets are emptied (made first, so the flush cannot fail on a missing set)',
+      'flush set inet egressd allow6_dev\n' +
+      'add set inet egressd allow4_mac { type ether_addr . ipv4_addr . inet_proto . inet_service; flags timeout; }\n' +
+      'flush set inet egressd allow4_mac\n' +
+      'add set inet egressd allow6_mac { type ether_addr . ipv6_addr . inet_proto . inet_service; flags timeout; }\n' +
+      'flush set inet egressd allow6_mac\n',
+    'the device scope\'s sets, by address and by MAC, are emptied (made first, so the flush cannot fail on a missing set)',
   )
   t.equal(runner.scripts[2], 'delete set inet egressd allow4_dev\ndelete set inet egressd allow6_dev\n', 'then deleted')
+  t.equal(runner.scripts[3], 'delete set inet egressd allow4_mac\ndelete set inet egressd allow6_mac\n', 'one pair per run')
   t.notMatch(runner.scripts.join(''), /(flush|delete) set inet egressd allow[46]\b/, 'the shared sets are never flushed or deleted')
   t.match(lines.find((l) => l.msg === 'nftables sets ready'), { scope: 'shared', otherScope: 'removed' })
 })
@@ -345,8 +350,8 @@ t.test('refresh probe: a kernel that refreshes on add gets one add per set', asy
   await sink.start()
   t.equal(sink.refreshMode, 'add')
   const probeTable = `egressd_probe_${process.pid}`
-  t.equal(runner.scripts.length, 6, 'declare, empty and remove the other scope, create, re-add, remove')
-  runner.scripts.splice(1, 2)
+  t.equal(runner.scripts.length, 7, 'declare, empty and remove the other groups (two runs), create, re-add, remove')
+  runner.scripts.splice(1, 3)
   t.match(runner.scripts[1], new RegExp(`^add table inet ${probeTable}\ndelete table inet ${probeTable}\nadd table inet ${probeTable}\n`), 'starts from an empty table')
   t.match(runner.scripts[1], /timeout 10s/)
   t.match(runner.scripts[2], /^add element inet egressd_probe_\d+ s \{ 192\.0\.2\.1 \. tcp \. 9 timeout 3600s \}\n$/)

@@ -18,7 +18,7 @@ const text = readFileSync(TEMPLATE, 'utf8')
 const code = text.split('\n').map((l) => l.replace(/#.*$/, '')).join('\n')
 
 t.test('the template declares the same sets as the sink, both scopes, and nothing that empties them', async (t) => {
-  t.same(Object.keys(SET_TYPES).sort(), ['allow4', 'allow4_dev', 'allow6', 'allow6_dev'], 'the sets of both scopes are compared')
+  t.same(Object.keys(SET_TYPES).sort(), ['allow4', 'allow4_dev', 'allow4_mac', 'allow6', 'allow6_dev', 'allow6_mac'], 'the sets of every scope and device key are compared')
   for (const [set, type] of Object.entries(SET_TYPES)) {
     const m = new RegExp(`set ${set} \\{([^}]*)\\}`).exec(code)
     t.ok(m, `declares ${set}`)
@@ -31,6 +31,8 @@ t.test('the template declares the same sets as the sink, both scopes, and nothin
   for (const d of ['DEVICE_IF', 'WAN_IF', 'EGRESSD_SNI_PORT', 'EGRESSD_DNS_PORT']) t.match(code, new RegExp(`^define ${d} = `, 'm'), `operators edit ${d} at the top`)
   t.match(code, /chain shared_scope \{\s+ip daddr \. meta l4proto \. th dport @allow4 accept\s+ip6 daddr \. meta l4proto \. th dport @allow6 accept\s+\}/)
   t.match(code, /chain device_scope \{\s+ip saddr \. ip daddr \. meta l4proto \. th dport @allow4_dev accept\s+ip6 saddr \. ip6 daddr \. meta l4proto \. th dport @allow6_dev accept\s+\}/)
+  t.match(code, /chain device_mac_scope \{\s+ether saddr \. ip daddr \. meta l4proto \. th dport @allow4_mac accept\s+ether saddr \. ip6 daddr \. meta l4proto \. th dport @allow6_mac accept\s+\}/)
+  for (const chain of ['shared_scope', 'device_scope', 'device_mac_scope']) t.match(code, new RegExp(`^flush chain inet egressd ${chain}$`, 'm'), `${chain}'s rules are replaced on a reload`)
   t.match(code, /^define EGRESSD_SCOPE = "shared_scope"$/m, 'one define selects the scope; shared by default, as the sink')
   t.equal(code.match(/jump \$EGRESSD_SCOPE/g)?.length, 1, 'the forward chain jumps to the chosen scope once')
   t.ok(code.indexOf('jump $EGRESSD_SCOPE') < code.indexOf('counter name dropped_quic'), 'before the drops')
@@ -58,7 +60,7 @@ if (!probe.ok) {
 
   function sink() {
     const { log } = captureLogger()
-    return new NftablesSink({ enabled: true, table: 'egressd', graceSeconds: 60, scope: 'shared', maxElementsPerDevice: 1024, maxElements: 65_536 }, { log, registry: new Registry(), runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', gw, 'nft'] }) })
+    return new NftablesSink({ enabled: true, table: 'egressd', graceSeconds: 60, scope: 'shared', deviceKey: 'address' as const, maxElementsPerDevice: 1024, maxElements: 65_536 }, { log, registry: new Registry(), runner: new SpawnNftRunner({ command: ['ip', 'netns', 'exec', gw, 'nft'] }) })
   }
 
   async function ruleCount(): Promise<number> {

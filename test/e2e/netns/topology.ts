@@ -90,7 +90,7 @@ export class Topology {
   static async reapStale(): Promise<string[]> {
     const { stdout } = await execFileP('ip', ['netns', 'list'])
     const reaped: string[] = []
-    for (const m of stdout.matchAll(/^(egressd-e2e-(?:dev|gw|world)-(\d+))\b/gm)) {
+    for (const m of stdout.matchAll(/^(egressd-e2e-(?:dev|devb|gw|world)-(\d+))\b/gm)) {
       const [, name, pid] = m as unknown as [string, string, string]
       if (pidAlive(Number(pid))) continue
       const pids = await execFileP('ip', ['netns', 'pids', name]).then((r) => r.stdout.split('\n').filter(Boolean).map(Number), () => [])
@@ -146,6 +146,27 @@ export class Topology {
   }
 
   /**
+   * A second device with a link-layer address of its own, in namespace `devb`: a
+   * macvlan (bridge mode) on the first device's eth0, moved into its own namespace, so
+   * its frames reach the gateway's lan0 with another source MAC, as a second device on
+   * a switch would. Call after `build`; `cleanup` removes it.
+   */
+  async addDevice(v4: string, v6: string): Promise<{ ns: string; mac: string }> {
+    const ns = this.ns.dev.replace('-dev-', '-devb-')
+    await execFileP('ip', ['netns', 'add', ns])
+    this.made.push(ns)
+    await inNs(this.ns.dev, 'ip', 'link', 'add', 'link', 'eth0', 'name', 'mv0', 'type', 'macvlan', 'mode', 'bridge')
+    await inNs(this.ns.dev, 'ip', 'link', 'set', 'mv0', 'netns', ns)
+    await inNs(ns, 'ip', 'link', 'set', 'mv0', 'name', 'eth0')
+    await inNs(ns, 'ip', 'addr', 'add', `${v4}/24`, 'dev', 'eth0')
+    await inNs(ns, 'ip', '-6', 'addr', 'add', `${v6}/64`, 'dev', 'eth0', 'nodad')
+    for (const i of ['lo', 'eth0']) await inNs(ns, 'ip', 'link', 'set', i, 'up')
+    await inNs(ns, 'ip', 'route', 'add', '198.18.0.0/15', 'via', GATEWAY_LAN)
+    await inNs(ns, 'ip', '-6', 'route', 'add', '2001:db8::/32', 'via', GATEWAY_LAN6)
+    return { ns, mac: await macOf(ns, 'eth0') }
+  }
+
+  /**
    * The device's /etc/resolv.conf names the gateway: `ip netns exec` bind-mounts
    * /etc/netns/NS/resolv.conf over it, so curl resolves through egressd as a device
    * would. False when /etc is not writable (the caller then resolves with dig).
@@ -171,6 +192,12 @@ export class Topology {
       await execFileP('rmdir', ['/etc/netns']).catch(() => {})
     }
   }
+}
+
+/** An interface's link-layer address, as nft and the neighbour table print it. */
+export async function macOf(ns: string, ifname: string): Promise<string> {
+  const { stdout } = await inNs(ns, 'ip', '-j', 'link', 'show', ifname)
+  return (JSON.parse(stdout) as Array<{ address: string }>)[0]!.address
 }
 
 function pidAlive(pid: number): boolean {
