@@ -35,6 +35,7 @@ export function makeConfig(sni: Partial<SniConfig> = {}): Config {
       maxUdpPayload: 1232,
       outsideClients: { answer: 'refused', refusedQps: 10 },
       cnameTargets: 'follow_policy',
+      upstreamCaFile: '',
     },
     sni: {
       listen: [{ host: '127.0.0.1', port: 0, family: 4 }],
