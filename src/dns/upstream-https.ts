@@ -66,8 +66,12 @@ class DohSession {
       settings: { enablePush: false },
     })
     this.session.on('goaway', () => {
+      if (this.ending !== null) return
+      // Counted when it comes (the session may linger while its last streams finish); no new streams on it.
       this.draining = true
-      this.ending ??= 'goaway'
+      this.ending = 'goaway'
+      pool.ctx.metrics.upstreamClosed.inc(pool.label, 'goaway')
+      if (this.active === 0) this.session.close()
     })
     this.session.on('error', (err) => this.end(connectionFailure(err, pool.label, this.secure, pool.ctx)))
     this.session.on('close', () => this.end(null))
@@ -153,6 +157,9 @@ class DohSession {
   }
 
   private streamFailure(err: Error): UpstreamFailure {
+    // Before the handshake, a stream fails with its session's own error (a certificate, a refused connect).
+    // Node cancels the pending stream (ERR_HTTP2_STREAM_CANCEL) with the session's error as its cause.
+    if (!this.secure) return connectionFailure((err as { cause?: Error }).cause ?? err, this.pool.label, false, this.pool.ctx)
     const code = (err as NodeJS.ErrnoException).code ?? ''
     return new UpstreamFailure(
       this.closed || this.draining || code === 'ERR_HTTP2_STREAM_ERROR' || code === 'ERR_HTTP2_GOAWAY_SESSION' ? 'closed' : 'network',
@@ -167,7 +174,7 @@ class DohSession {
     this.disarmIdle()
     this.session.destroy()
     const why = this.ending ?? (failure === null ? 'server' : 'error')
-    if (why !== 'stop') this.pool.ctx.metrics.upstreamClosed.inc(this.pool.label, why)
+    if (why !== 'stop' && why !== 'goaway') this.pool.ctx.metrics.upstreamClosed.inc(this.pool.label, why)
     this.pool.ended(this, failure)
   }
 
