@@ -96,7 +96,9 @@ class DohSession {
         clearTimeout(timer)
         this.active--
         this.armIdle()
-        if (!stream.closed) stream.close(NGHTTP2_CANCEL)
+        // Only a stream left unfinished is reset: a RST_STREAM after every answer reads as an
+        // HTTP/2 "rapid reset" to servers (nghttp2's limit: unbound sent GOAWAY about every 1000 streams).
+        if (err !== null && !stream.closed) stream.close(NGHTTP2_CANCEL)
         if (err !== null) reject(err)
         else resolve(answer!)
       }

@@ -115,20 +115,17 @@ export async function startService(config: Config, extra: Partial<DnsDeps> = {})
   return { svc, port: svc.boundAddresses.udp[0]!.port, registry, logs, policy: compiled.groups.default.policy, close: () => svc.stop() }
 }
 
-/** A metric sample's value from the registry text, or 0. */
 /**
  * A sample's value; with `labels` (`reason="timeout"`, or several joined by commas) the sum
- * over every series that carries them, whatever other labels (such as `upstream`) it has.
+ * over every series that carries them, whatever other labels (such as `upstream`) it has;
+ * without, the unlabelled sample or the sum over every series of `name`.
  */
 export async function metric(registry: Registry, name: string, labels = ''): Promise<number> {
   const text = await registry.metrics()
-  if (!labels) {
-    const line = text.split('\n').find((l) => l.startsWith(`${name} `))
-    return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  const want = labels.split(/,(?=[a-z_]+=")/)
+  const want = labels ? labels.split(/,(?=[a-z_]+=")/) : []
   let sum = 0
   for (const l of text.split('\n')) {
+    if (!labels && l.startsWith(`${name} `)) return Number(l.slice(l.lastIndexOf(' ') + 1))
     if (!l.startsWith(`${name}{`)) continue
     const have = l.slice(name.length + 1, l.lastIndexOf('}')).split(/,(?=[a-z_]+=")/)
     if (want.every((w) => have.includes(w))) sum += Number(l.slice(l.lastIndexOf(' ') + 1))

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseUpstream, type Upstream } from '../../src/config/upstream.js'
 import { DOH_LIMITS } from '../../src/dns/upstream-https.js'
-import { allow, dig, hasTool, makeConfig, metric, startService, type Started } from './helpers.js'
+import { allow, dig, hasTool, makeConfig, metric, query, startService, udpExchange, type Started } from './helpers.js'
 import { createTestCa } from '../helpers/certs.js'
 import { fakeDoh } from '../helpers/secure-dns-servers.js'
 import { startUnbound, unboundHasHttps, unboundMissing } from '../helpers/unbound.js'
@@ -55,6 +55,22 @@ t.test('good path: kdig through egressd to unbound over HTTP/2; one session for 
   t.equal(await metric(s.registry, 'egressd_dns_upstream_duration_seconds_count', `transport="https",upstream="${label}"`), 31)
   t.equal(await metric(s.registry, 'egressd_dns_upstream_errors_total'), 0)
 
+  // 1500 exchanges on one session: answered streams must not be reset, or
+  // nghttp2's rapid-reset guard in unbound sends GOAWAY about every 1000 streams.
+  const burst = await startService(makeConfig({ upstreams: [up(label)], upstreamCaFile: ub.caFile, upstreamTimeoutMs: 3000 }, POLICY))
+  t.teardown(() => burst.close())
+  for (let i = 0; i < 15; i++) {
+    // Distinct names (NXDOMAIN from unbound's static zone): no two share an upstream exchange.
+    const answers = await Promise.all(Array.from({ length: 100 }, (_, j) => udpExchange(burst.port, query(`n${i}-${j}.doh.test`, 'A'), 3000)))
+    if (answers.some((a) => a === null || (a[3]! & 0x0f) !== 3)) {
+      t.fail(`batch ${i}: a query went unanswered or failed: ${(await burst.registry.metrics()).split('\n').filter((l) => /upstream_(errors|closed|connections)_total\{/.test(l) && !l.endsWith(' 0')).join('; ')}`)
+      break
+    }
+  }
+  t.equal(await metric(burst.registry, 'egressd_dns_upstream_connections_total'), 1, 'one session for 1500 exchanges')
+  t.equal(await metric(burst.registry, 'egressd_dns_upstream_closed_total'), 0, 'no GOAWAY')
+  t.equal(await metric(burst.registry, 'egressd_dns_upstream_errors_total'), 0)
+
   const wrong = `https://other.test:${ub.httpsPort}/dns-query#127.0.0.1`
   const s2 = await service(t, [wrong], ub.caFile)
   t.equal((await dig('dig', s2.port, ['a.doh.test', 'A'])).status, 'SERVFAIL', 'a name the certificate lacks: SERVFAIL')
@@ -71,6 +87,7 @@ t.test('POST application/dns-message to the configured path; Cache-Control ignor
   t.equal((await dig('dig', s.port, ['q7.doh.test', 'A'])).answers[0]?.at(-1), '192.0.2.7')
   t.same(srv.seen[0], { method: 'POST', path: '/resolve?x=1', contentType: 'application/dns-message' })
   t.equal(srv.requests, 1, 'the second query came from the cache (TTL 300) despite "Cache-Control: max-age=0, no-store"')
+  t.equal(srv.sessions, 1)
 })
 
 t.test('GOAWAY after an answer: the next query opens a new session; GOAWAY refusing a stream: retried on a new session', async (t) => {

@@ -116,6 +116,8 @@ export interface FakeDoh {
   readonly port: number
   readonly sessions: number
   readonly requests: number
+  /** Streams the client reset (RST_STREAM) rather than ending them. */
+  readonly resets: number
   /** Methods, paths and the Cache-Control sent on answers. */
   readonly seen: { method: string; path: string; contentType: string }[]
   mode: DohMode
@@ -123,7 +125,7 @@ export interface FakeDoh {
 }
 
 export async function fakeDoh(cert: { cert: string; key: string }, mode: DohMode): Promise<FakeDoh> {
-  const state = { sessions: 0, requests: 0 }
+  const state = { sessions: 0, requests: 0, resets: 0 }
   const seen: { method: string; path: string; contentType: string }[] = []
   const live = new Set<http2.ServerHttp2Session>()
   const server = http2.createSecureServer({ ...cert, allowHTTP1: false })
@@ -138,6 +140,9 @@ export async function fakeDoh(cert: { cert: string; key: string }, mode: DohMode
     seen.push({ method: String(headers[':method']), path: String(headers[':path']), contentType: String(headers['content-type']) })
     const chunks: Buffer[] = []
     stream.on('error', () => {})
+    stream.on('close', () => {
+      if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) state.resets++
+    })
     stream.on('data', (c: Buffer) => chunks.push(c))
     stream.on('end', () => {
       const m = f.mode
@@ -167,6 +172,9 @@ export async function fakeDoh(cert: { cert: string; key: string }, mode: DohMode
     },
     get requests() {
       return state.requests
+    },
+    get resets() {
+      return state.resets
     },
     seen,
     mode,

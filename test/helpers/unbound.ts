@@ -22,6 +22,7 @@ export interface Unbound {
   /** The CA as a file, for dns.upstream_ca_file. */
   readonly caFile: string
   readonly dir: string
+  readonly pid: number
   stop(): Promise<void>
 }
 
@@ -52,7 +53,14 @@ async function freePort(): Promise<number> {
  * Starts unbound with `records` (zone-file lines, e.g. `a.dot.test. 300 IN A 192.0.2.1`)
  * in the static local zone `zone`; the certificate carries `certNames` and 127.0.0.1.
  */
-export async function startUnbound(opts: { zone: string; records: string[]; certNames: string[]; threads?: number }): Promise<Unbound> {
+export async function startUnbound(opts: {
+  zone: string
+  records: string[]
+  certNames: string[]
+  threads?: number
+  /** unbound's local-zone type: static (default) answers the records only; redirect answers every name below with the zone's own records. */
+  zoneType?: 'static' | 'redirect'
+}): Promise<Unbound> {
   const dir = mkdtempSync(join(tmpdir(), 'egressd-unbound-'))
   const ca = createTestCa('egressd unbound test CA')
   const leaf = ca.issue(opts.certNames, { ips: ['127.0.0.1'] })
@@ -84,8 +92,10 @@ export async function startUnbound(opts: { zone: string; records: string[]; cert
     '  access-control: 127.0.0.0/8 allow',
     '  module-config: "iterator"',
     '  incoming-num-tcp: 64',
+    // Pipelined queries per TLS or HTTP/2 connection answered concurrently.
+    '  http-max-streams: 256',
     '  tcp-idle-timeout: 30000',
-    `  local-zone: "${opts.zone}" static`,
+    `  local-zone: "${opts.zone}" ${opts.zoneType ?? 'static'}`,
     ...opts.records.map((r) => `  local-data: "${r}"`),
     'remote-control:',
     '  control-enable: no',
@@ -118,6 +128,7 @@ export async function startUnbound(opts: { zone: string; records: string[]; cert
     ca,
     caFile,
     dir,
+    pid: child.pid!,
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM')
       await exited
