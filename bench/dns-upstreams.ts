@@ -70,9 +70,9 @@ export async function run(args: string[]): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'egressd-bench-upstreams-'))
   const ub = await startUnbound({ zone: `${MISS_ZONE}.`, zoneType: 'redirect', records: [`${MISS_ZONE}. 300 IN A 192.0.2.1`], certNames: ['bench.test'] })
   // unbound shares core 1 with dnsperf; egressd has core 0 to itself.
-  execFileSync('taskset', ['-a', '-pc', '1', String(ub.pid)], { stdio: 'ignore' })
   const runs: Run[] = []
   try {
+    execFileSync('taskset', ['-a', '-pc', '1', String(ub.pid)], { stdio: 'ignore' })
     for (let round = 0; round < rounds; round++) {
       const order = round % 2 === 0 ? TRANSPORTS : [...TRANSPORTS].reverse()
       for (const transport of order) runs.push(await once(transport, round, ub, dir, cli, seconds, outstanding))
@@ -123,8 +123,8 @@ async function once(transport: Transport, round: number, ub: Unbound, dir: strin
     config: `dns:
   listen: ["127.0.0.1:${port}"]
   upstreams: ["${upstreamFor(transport, ub)}"]
-  upstream_ca_file: "${ub.caFile}"
-  rebind_protection: false
+${transport === 'udp' ? '' : `  upstream_ca_file: "${ub.caFile}"
+`}  rebind_protection: false
   rate_limit: { qps: 0 }
 sni:
   listen: ["127.0.0.1:${await freePort()}"]
