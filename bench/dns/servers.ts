@@ -176,6 +176,8 @@ export interface EgressdOptions extends ServerOptions {
   nodeArgs: readonly string[]
   /** Default warn; info makes every blocked query up to the log limit write its line (bench/ui.ts). */
   logLevel?: string
+  /** The whole configuration file instead of egressdConfig's (bench/dns-upstreams.ts). */
+  config?: string
 }
 
 /** egressd's defaults, written out so the RSS run knows when its cache is full. */
@@ -202,7 +204,7 @@ ${egressdAllowYaml(o.rules)}`
 
 export async function startEgressd(o: EgressdOptions): Promise<Managed> {
   const file = join(o.dir, `egressd-${o.rules.length}.yaml`)
-  writeFileSync(file, egressdConfig(o))
+  writeFileSync(file, o.config ?? egressdConfig(o))
   // The daemon logs "ready" at info, which log.level warn hides: readiness is probed instead.
   const [cmd, argv] = pinned(o.cpu, [process.execPath, ...o.nodeArgs, o.cli, 'run', '-c', file])
   const proc = spawn(cmd, argv, {

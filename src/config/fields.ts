@@ -8,7 +8,7 @@ import { isScalar, isSeq, type Node } from 'yaml'
 import type { Action, GroupConfig, PolicyEntry, PortSpec } from '../policy/types.js'
 import { parseCidr, type Cidr } from '../net/cidr.js'
 import { parseHostPort, type HostPort } from '../net/host-port.js'
-import { parseUpstream } from './upstream.js'
+import { parseUpstream, type Upstream } from './upstream.js'
 import { quote, type YamlReader } from './yaml-reader.js'
 
 /** Phantom: the TypeScript type a field's value has in `Config`; never set at run time. */
@@ -46,7 +46,7 @@ export interface TextField extends Yields<string> {
   readonly kind: 'text'
   readonly default: string
 }
-export interface HostPortsField extends Yields<readonly HostPort[]> {
+export interface HostPortsField<T extends HostPort = HostPort> extends Yields<readonly T[]> {
   readonly kind: 'hostports'
   readonly default: readonly string[]
   /** Upstreams: the port a bare address means (53), and scheme forms explained (upstream.ts). Absent: a port is required. */
@@ -126,7 +126,7 @@ export const enumOf = <const T extends string>(choices: readonly T[], default_: 
 export const name = (default_: string, pattern: RegExp, rule: string, doc: string): NameField => ({ kind: 'name', default: default_, pattern, rule, doc })
 export const text = (default_: string, doc: string): TextField => ({ kind: 'text', default: default_, doc })
 export const hostPorts = (default_: readonly string[], doc: string): HostPortsField => ({ kind: 'hostports', default: default_, doc })
-export const upstreams = (default_: readonly string[], doc: string): HostPortsField => ({ kind: 'hostports', default: default_, defaultPort: 53, doc })
+export const upstreams = (default_: readonly string[], doc: string): HostPortsField<Upstream> => ({ kind: 'hostports', default: default_, defaultPort: 53, doc })
 export const optionalHostPort = (default_: string | null, doc: string): OptionalHostPortField => ({ kind: 'hostport?', default: default_, doc })
 export const cidrs = (default_: readonly string[], doc: string): CidrsField => ({ kind: 'cidrs', default: default_, doc })
 export const ports = (default_: readonly PortSpec[], doc: string): PortsField => ({ kind: 'ports', default: default_, doc })

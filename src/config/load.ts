@@ -14,6 +14,7 @@ import { MAX_CONFIG_NAMES, NameBudget, readEntries } from './entries.js'
 import { isEmptyList, readField, readSection, type IncludedPolicy, type PolicyReaders } from './fields.js'
 import { expandInclude, MAX_INCLUDE_FILES } from './glob.js'
 import { DEFAULT_MAX_CONFIG_BYTES, maxConfigBytes, MAX_CONFIG_BYTES_ENV, readConfigText } from './read-file.js'
+import { readCaFile } from './ca-file.js'
 import { readResolvConf } from './resolv-conf.js'
 import { hostAddresses, isOwnListener } from './resolver-loop.js'
 import { DEFAULT_GROUP, groupWarnings } from './groups.js'
@@ -77,10 +78,11 @@ export function parseConfig(file: string, text: string, options: LoadOptions = {
   const inc = top.include
   const policy = [...readers.loadPresets(top.presets), ...top.allow, ...inc.allow, ...top.deny, ...inc.deny]
   const upstreamsFromResolvConf = top.dns.upstreams.length === 0
+  const upstreamCaFile = upstreamCa(r, top.dns.upstreamCaFile, file)
   const config: Config = {
     file,
     // `upstreams: []` (the default) means the nameservers of /etc/resolv.conf.
-    dns: upstreamsFromResolvConf ? { ...top.dns, upstreams: readResolvConf(options.resolvConf) } : top.dns,
+    dns: { ...top.dns, upstreamCaFile, ...(upstreamsFromResolvConf ? { upstreams: readResolvConf(options.resolvConf) } : {}) },
     sni: top.sni,
     metrics: top.metrics,
     firewall: top.firewall,
@@ -142,7 +144,12 @@ function checkResolverLoop(r: YamlReader, config: Config, resolvConf: string | n
       const u = text === null ? null : parseUpstream(text)
       if (u === null || typeof u === 'string') continue
       const l = own(u)
-      if (l !== undefined) r.error(n, `dns.upstreams: ${quote(text!)} is egressd's own listener dns.listen "${formatHostPort(l)}"${why(u, l)}; ${tail}; name the resolver egressd should ask`)
+      // An encrypted upstream there never loops (the listener speaks plain DNS) but can never answer either.
+      const end = u.transport === undefined ? tail : `it speaks plain DNS, not ${u.transport === 'tls' ? 'DNS over TLS' : 'DNS over HTTPS'}, so every try would fail`
+      if (l !== undefined) r.error(n, `dns.upstreams: ${quote(text!)} is egressd's own listener dns.listen "${formatHostPort(l)}"${why(u, l)}; ${end}; name the resolver egressd should ask`)
+      // The SNI proxy would resolve the upstream's name through egressd itself: a loop.
+      const s = u.transport === undefined ? undefined : config.sni.listen.find((x) => isOwnListener(u, x, (local ??= given !== undefined ? new Set(given) : hostAddresses())))
+      if (s !== undefined) r.error(n, `dns.upstreams: ${quote(text!)} is egressd's own SNI listener sni.listen "${formatHostPort(s)}"${why(u, s)}; the proxy would look the resolver's name up through egressd itself: a resolver loop; name the resolver egressd should ask`)
     }
     return
   }
@@ -492,6 +499,21 @@ function groupList(r: YamlReader, node: Node | null | undefined, list: string, i
     })
   })
   return out
+}
+
+/**
+ * `dns.upstream_ca_file`, made absolute (relative to the configuration file) and read
+ * once here so a missing or broken bundle is reported at its line.
+ */
+function upstreamCa(r: YamlReader, caFile: string, file: string): string {
+  if (caFile === '') return ''
+  const path = isAbsolute(caFile) ? caFile : join(dirname(file), caFile)
+  const certs = readCaFile(path)
+  if (typeof certs === 'string') {
+    const node = isMap(r.root) ? (r.root.getIn(['dns', 'upstream_ca_file'], true) as Node | null) : null
+    r.error(node, `dns.upstream_ca_file: ${certs}`)
+  }
+  return path
 }
 
 /** Shortest token accepted from `ui.token_file`: 16 characters (128 bits as hex). */

@@ -14,7 +14,9 @@ const MODES = ['enforce', 'report'] as const
 export const dnsSchema = section({
   listen: hostPorts(['127.0.0.1:5353'], 'UDP and TCP listeners; IPv6 as "[::1]:5353"; the port is required'),
   upstreams: upstreams([], 'upstream resolvers, tried in order: "9.9.9.9", "[2620:fe::fe]" or "2620:fe::fe" (port 53), "ip:port", "[ipv6]:port"; ' +
+    'DNS over TLS "tls://ip[:853][#name]" (certificate checked against name, else the address); DNS over HTTPS "https://host[:443][/dns-query]#ip" (ip: the bootstrap address of host); ' +
     'empty: the nameservers of /etc/resolv.conf; one of egressd\'s own listeners is an error (a resolver loop)'),
+  upstream_ca_file: text('', 'PEM file of the CAs that sign tls:// and https:// upstream certificates, instead of the system store (relative to this file); empty: the system store'),
   block_response: enumOf(['nxdomain', 'refused'], 'nxdomain', 'answer to a blocked name (NODATA instead of NXDOMAIN when allowed names exist below it)'),
   rebind_protection: bool(true, 'an allowed name answering a private address gets SERVFAIL'),
   rebind_exempt: entries('allow', 'patterns (allow syntax) whose answers may hold private addresses'),

@@ -9,6 +9,7 @@
  * A reload or stop requested while the daemon is still starting waits for the start to
  * end; reload requests that arrive during a reload are folded into one more reload.
  */
+import { upstreamLabel } from '../config/upstream.js'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { ConfigErrors, EgressdError, ListenError } from '../errors.js'
 import { loadConfig, type LoadOptions } from '../config/load.js'
@@ -144,7 +145,7 @@ export class Daemon {
       dns: config.dns.listen.map(formatHostPort),
       sni: config.sni.listen.map(formatHostPort),
       metrics: config.metrics.listen ? formatHostPort(config.metrics.listen) : null,
-      upstreams: config.dns.upstreams.map(formatHostPort),
+      upstreams: config.dns.upstreams.map(upstreamLabel),
       rules: this.compiled.groups.ruleCount,
       groups: groupSummary(this.compiled),
       version: version(),

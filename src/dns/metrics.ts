@@ -7,8 +7,85 @@ export type Verdict = (typeof VERDICTS)[number]
 
 export const RCODES = ['noerror', 'formerr', 'servfail', 'nxdomain', 'notimp', 'refused', 'other'] as const
 
-export const UPSTREAM_ERRORS = ['timeout', 'servfail', 'refused', 'rcode', 'network', 'mismatch', 'malformed', 'tcp', 'truncated'] as const
+/**
+ * Why an upstream try failed. Encrypted upstreams add: certificate (verification failed),
+ * tls (another handshake failure), closed (the connection ended, or an HTTP/2 GOAWAY or
+ * reset came, with the query outstanding), http (DoH: a status other than 200, another
+ * content type, a body over 65 535 bytes), busy (every pooled connection at its in-flight bound).
+ */
+export const UPSTREAM_ERRORS = [
+  'timeout', 'servfail', 'refused', 'rcode', 'network', 'mismatch', 'malformed', 'tcp', 'truncated',
+  'certificate', 'tls', 'closed', 'http', 'busy',
+] as const
 export type UpstreamError = (typeof UPSTREAM_ERRORS)[number]
+/**
+ * Why an encrypted upstream connection ended: idle (ours, nothing outstanding), server (the
+ * server closed it), goaway (an HTTP/2 GOAWAY), error (a network or TLS error, a failed
+ * handshake included), unresponsive (ours: half its in-flight bound held by timed-out queries).
+ */
+export const UPSTREAM_CLOSES = ['idle', 'server', 'goaway', 'error', 'unresponsive'] as const
+export type UpstreamClose = (typeof UPSTREAM_CLOSES)[number]
+export const UPSTREAM_TRANSPORTS = ['udp', 'tcp', 'tls', 'https'] as const
+export type UpstreamTransport = (typeof UPSTREAM_TRANSPORTS)[number]
+
+/**
+ * A counter per upstream (the `upstream` label: the upstream as configured) and one more
+ * label with fixed values, kept in Float64Arrays and published at scrape time like
+ * FastCounter. Rows exist for the upstreams configured now (`keep` on reload), so the
+ * series are bounded by `dns.upstreams`.
+ */
+export class UpstreamCounter<L extends string> {
+  private readonly rows = new Map<string, Float64Array>()
+  private readonly index: Map<string, number>
+
+  constructor(registry: Registry, name: string, help: string, labelName: string, readonly values: readonly L[]) {
+    this.index = new Map(values.map((v, i) => [v, i]))
+    const rows = this.rows
+    const gauge = new Gauge({
+      name,
+      help,
+      labelNames: [labelName, 'upstream'],
+      registers: [],
+      collect() {
+        this.reset()
+        for (const [upstream, counts] of rows) {
+          for (let i = 0; i < values.length; i++) this.set({ [labelName]: values[i]!, upstream }, counts[i]!)
+        }
+      },
+    })
+    // Exposed as a counter (see FastCounter): these only grow while the upstream is configured.
+    ;(gauge as unknown as { type: string }).type = 'counter'
+    registry.registerMetric(gauge)
+  }
+
+  inc(upstream: string, value: L, by = 1): void {
+    let row = this.rows.get(upstream)
+    if (row === undefined) {
+      // An upstream dropped by a reload while a try to it was in flight: one row, gone at the next keep().
+      row = new Float64Array(this.values.length)
+      this.rows.set(upstream, row)
+    }
+    row[this.index.get(value)!]! += by
+  }
+
+  /** The count for `value` (every value when absent) summed over upstreams (or of one). */
+  get(value?: L, upstream?: string): number {
+    let sum = 0
+    for (const [u, row] of this.rows) {
+      if (upstream !== undefined && u !== upstream) continue
+      if (value === undefined) for (const v of row) sum += v
+      else sum += row[this.index.get(value)!]!
+    }
+    return sum
+  }
+
+  /** Rows for exactly these upstreams: new ones at 0, removed ones dropped. */
+  keep(upstreams: readonly string[]): void {
+    const want = new Set(upstreams)
+    for (const u of [...this.rows.keys()]) if (!want.has(u)) this.rows.delete(u)
+    for (const u of want) if (!this.rows.has(u)) this.rows.set(u, new Float64Array(this.values.length))
+  }
+}
 
 /** outside_clients: a query from outside `dns.clients` over the shared REFUSED budget, malformed, or `answer: drop`. */
 export const DROPS = ['short', 'response', 'rate_limited', 'send_error', 'internal_error', 'outside_clients'] as const
@@ -39,8 +116,12 @@ export class DnsMetrics {
   readonly responses: FastCounter<(typeof RCODES)[number]>
   readonly cacheHits: FastCounter<never>
   readonly cacheMisses: FastCounter<never>
-  readonly upstreamDuration: Histogram<'transport'>
-  readonly upstreamErrors: FastCounter<UpstreamError>
+  readonly upstreamDuration: Histogram<'transport' | 'upstream'>
+  readonly upstreamErrors: UpstreamCounter<UpstreamError>
+  /** TLS connections opened to encrypted upstreams (each one a full or resumed handshake). */
+  readonly upstreamConnections: UpstreamCounter<'tls' | 'https'>
+  /** Encrypted upstream connections ended, by why (UPSTREAM_CLOSES). */
+  readonly upstreamClosed: UpstreamCounter<UpstreamClose>
   readonly upstreamIgnored: FastCounter<'id' | 'source' | 'question'>
   readonly dropped: FastCounter<(typeof DROPS)[number]>
   readonly rebindBlocked: FastCounter<never>
@@ -73,12 +154,26 @@ export class DnsMetrics {
     this.cacheMisses = new FastCounter(registry, 'egressd_dns_cache_misses_total', 'Allowed queries not in the cache.', null, [])
     this.upstreamDuration = new Histogram({
       name: 'egressd_dns_upstream_duration_seconds',
-      help: 'Duration of successful upstream DNS exchanges.',
-      labelNames: ['transport'],
+      help: 'Duration of successful upstream DNS exchanges, by transport (udp, tcp, tls, https) and upstream (as configured).',
+      labelNames: ['transport', 'upstream'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     })
-    this.upstreamErrors = new FastCounter(registry, 'egressd_dns_upstream_errors_total', 'Failed upstream tries by reason.', 'reason', UPSTREAM_ERRORS)
+    this.upstreamErrors = new UpstreamCounter(registry, 'egressd_dns_upstream_errors_total', 'Failed upstream tries by reason and upstream.', 'reason', UPSTREAM_ERRORS)
+    this.upstreamConnections = new UpstreamCounter(
+      registry,
+      'egressd_dns_upstream_connections_total',
+      'Connections (TLS handshakes) opened to DNS over TLS and DNS over HTTPS upstreams.',
+      'transport',
+      ['tls', 'https'] as const,
+    )
+    this.upstreamClosed = new UpstreamCounter(
+      registry,
+      'egressd_dns_upstream_closed_total',
+      'DNS over TLS and DNS over HTTPS connections ended, by reason (idle, server, goaway, error, unresponsive).',
+      'reason',
+      UPSTREAM_CLOSES,
+    )
     this.upstreamIgnored = new FastCounter(
       registry,
       'egressd_dns_upstream_ignored_total',
@@ -141,6 +236,29 @@ export class DnsMetrics {
     gauge('egressd_dns_cache_bytes', 'Bytes charged to the DNS cache.', sources.cacheBytes)
     gauge('egressd_dns_upstream_pending', 'Upstream queries outstanding.', sources.pendingUpstream)
     gauge('egressd_dns_tcp_connections', 'Open client TCP connections.', sources.tcpConnections)
+  }
+
+  /** The (transport, upstream) pairs the histogram holds, so a reload can drop removed upstreams. */
+  private readonly durationSeries = new Map<string, { transport: UpstreamTransport; upstream: string }>()
+
+  /** One successful upstream exchange (seconds). */
+  observeUpstream(transport: UpstreamTransport, upstream: string, seconds: number): void {
+    this.upstreamDuration.observe({ transport, upstream }, seconds)
+    const key = transport + ' ' + upstream
+    if (!this.durationSeries.has(key)) this.durationSeries.set(key, { transport, upstream })
+  }
+
+  /** Series for exactly the upstreams configured now (start and reload). */
+  keepUpstreams(labels: readonly string[]): void {
+    this.upstreamErrors.keep(labels)
+    this.upstreamConnections.keep(labels)
+    this.upstreamClosed.keep(labels)
+    const want = new Set(labels)
+    for (const [key, l] of this.durationSeries) {
+      if (want.has(l.upstream)) continue
+      this.upstreamDuration.remove(l)
+      this.durationSeries.delete(key)
+    }
   }
 
   response(rcode: number): void {

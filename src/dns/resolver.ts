@@ -2,6 +2,7 @@ import type { DnsConfig } from '../config/types.js'
 import { EgressdError, OverloadError } from '../errors.js'
 import { FairShare } from '../fair-share.js'
 import { DnsCache, packAnswer, type StoredAnswer } from './cache.js'
+import type { Logger } from '../log/logger.js'
 import type { DnsMetrics } from './metrics.js'
 import { isPrivateAddress } from '../net/private-ranges.js'
 import { aliasTargets, NO_ALIASES } from './cname-chain.js'
@@ -85,18 +86,20 @@ export class Resolver {
     settings: DnsConfig,
     private readonly metrics: DnsMetrics,
     readonly now: () => number = Date.now,
+    /** Certificate failures of encrypted upstreams are logged here (at most once a minute each). */
+    log: Logger | null = null,
   ) {
     this.settings = settings
     this.shares = new FairShare(settings.maxPendingUpstream)
     this.cache = new DnsCache(settings.cache, now)
-    this.upstream = new UpstreamClient(settings.upstreams, settings.upstreamTimeoutMs, metrics)
+    this.upstream = new UpstreamClient(settings.upstreams, settings.upstreamTimeoutMs, metrics, log, settings.upstreamCaFile ?? '')
   }
 
   /** Reload: new upstreams, timeouts, TTL bounds and cache limits; flights in progress finish as they were. */
   configure(settings: DnsConfig): void {
     this.settings = settings
     this.shares.budget = settings.maxPendingUpstream
-    this.upstream.configure(settings.upstreams, settings.upstreamTimeoutMs)
+    this.upstream.configure(settings.upstreams, settings.upstreamTimeoutMs, settings.upstreamCaFile ?? '')
     this.cache.resize(settings.cache)
     // New TTL bounds apply to what comes next; nothing is kept past the answers it came from.
     this.addressCache.clear()
@@ -129,6 +132,11 @@ export class Resolver {
     this.upstream.close()
   }
 
+  /** Open connections to DNS over TLS / HTTPS upstreams. */
+  get upstreamConnections(): number {
+    return this.upstream.secureConnections
+  }
+
   get pending(): number {
     return this.pendingCount
   }
@@ -156,7 +164,7 @@ export class Resolver {
     this.pendingCount++
     const flight = this.upstream
       .exchange(query, questionEnd, viaTcp)
-      .then((answer) => this.store(key, answer))
+      .then(({ answer, upstream }) => this.store(key, answer, upstream))
       .finally(() => {
         this.pendingCount--
         if (client !== undefined) this.shares.release(client)
@@ -166,10 +174,10 @@ export class Resolver {
     return flight
   }
 
-  private store(key: string, answer: Buffer): StoredAnswer {
+  private store(key: string, answer: Buffer, upstream: string): StoredAnswer {
     const scan = scanAnswer(answer, answer.length)
     if (scan === null) {
-      this.metrics.upstreamErrors.incLabel('malformed')
+      this.metrics.upstreamErrors.inc(upstream, 'malformed')
       throw new EgressdError('EMALFORMED', 'upstream answer is malformed')
     }
     const c = this.settings.cache
@@ -191,7 +199,7 @@ export class Resolver {
     if (scan.hasAlias) {
       const chain = aliasTargets(answer, answer.length)
       if (chain === null) {
-        this.metrics.upstreamErrors.incLabel('malformed')
+        this.metrics.upstreamErrors.inc(upstream, 'malformed')
         throw new EgressdError('EMALFORMED', 'upstream answer has a malformed alias chain')
       }
       aliases = chain

@@ -55,7 +55,7 @@ export class DnsService {
       pendingUpstream: () => resolver?.pending ?? 0,
       tcpConnections: () => server?.tcpConnections ?? 0,
     })
-    resolver = this.resolver = new Resolver(settings, this.metrics, deps.now)
+    resolver = this.resolver = new Resolver(settings, this.metrics, deps.now, deps.log)
     this.handler = new QueryHandler(policy, this.resolver, this.metrics, deps.log, deps.blocked, deps.onAllowedAnswer, deps.decisions ?? null, deps.tap ?? null)
     server = this.server = new DnsServer(settings.listen, this.handler, this.metrics, deps.log, settings)
   }

@@ -1,23 +1,29 @@
 import dgram from 'node:dgram'
 import net from 'node:net'
 import { randomFillSync } from 'node:crypto'
-import type { HostPort } from '../net/host-port.js'
+import { upstreamLabel, type Upstream } from '../config/upstream.js'
 import { EgressdError, UpstreamTimeoutError } from '../errors.js'
-import type { DnsMetrics, UpstreamError } from './metrics.js'
+import type { Logger } from '../log/logger.js'
+import type { DnsMetrics, UpstreamTransport } from './metrics.js'
 import { formatIp, parseIpInto } from '../net/address.js'
 import { answerMatches, HEADER_LEN, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL } from './wire.js'
+import { UpstreamFailure } from './upstream-failure.js'
+import { DohUpstream } from './upstream-https.js'
+import { trustedCas, type SecureContext } from './upstream-secure.js'
+import { DotUpstream } from './upstream-tls.js'
 
-/** One failed try; `reason` is the `egressd_dns_upstream_errors_total` label. */
-export class UpstreamFailure extends EgressdError {
-  constructor(
-    readonly reason: UpstreamError,
-    message: string,
-  ) {
-    super(reason === 'timeout' ? 'ETIMEOUT' : 'EUPSTREAM', message)
-  }
+export { UpstreamFailure } from './upstream-failure.js'
+
+/** An answer and the upstream (as configured) that gave it. */
+export interface UpstreamAnswer {
+  readonly answer: Buffer
+  readonly upstream: string
 }
 
 interface Target {
+  readonly label: string
+  /** The DNS over TLS or DNS over HTTPS pool; null for plain DNS. */
+  readonly secure: DotUpstream | DohUpstream | null
   readonly host: string
   /** Canonical text, as Node reports a datagram's source address. */
   readonly canonical: string
@@ -60,34 +66,76 @@ export class UpstreamClient {
   private targets: Target[] = []
   private timeoutMs = 2000
   private readonly ids = new IdPool()
+  private readonly takeId = () => this.ids.take()
   /** The `finish` of every try in progress, so close() can end them (sockets and timers) at once. */
   private readonly tries = new Set<(err: Error) => void>()
   private closed = false
+  private caFile: string | null = null
+  private ctx: SecureContext | null = null
+  private readonly certLogged = new Map<string, number>()
 
   constructor(
-    upstreams: readonly HostPort[],
+    upstreams: readonly Upstream[],
     timeoutMs: number,
     private readonly metrics: DnsMetrics,
+    private readonly log: Logger | null = null,
+    caFile = '',
   ) {
-    this.configure(upstreams, timeoutMs)
+    this.configure(upstreams, timeoutMs, caFile)
   }
 
-  configure(upstreams: readonly HostPort[], timeoutMs: number): void {
+  /**
+   * New upstreams and timeout (start and reload). An encrypted upstream configured before,
+   * with the same trust store, keeps its connections; one no longer configured is closed
+   * once the tries that may still use it are over (one timeout later).
+   */
+  configure(upstreams: readonly Upstream[], timeoutMs: number, caFile = ''): void {
     const bytes = new Uint8Array(16)
+    const secure = upstreams.some((u) => u.transport !== undefined)
+    if (caFile !== this.caFile || (secure && this.ctx === null)) {
+      this.caFile = caFile
+      this.ctx = secure ? { metrics: this.metrics, log: this.log, ca: trustedCas(caFile), certLogged: this.certLogged } : null
+    }
+    const previous = new Map(this.targets.filter((t) => t.secure !== null).map((t) => [t.label, t.secure!]))
     this.targets = upstreams.map((u) => {
       const n = parseIpInto(u.host, bytes)
       const canonical = n === 0 ? u.host : formatIp(bytes, 0, n)
-      return { host: u.host, canonical, port: u.port, family: u.family }
+      const label = upstreamLabel(u)
+      let pool: DotUpstream | DohUpstream | null = null
+      if (u.transport !== undefined) {
+        const old = previous.get(label)
+        if (old !== undefined && old.ctx === this.ctx && old instanceof (u.transport === 'tls' ? DotUpstream : DohUpstream)) {
+          pool = old
+          previous.delete(label)
+        } else {
+          pool = u.transport === 'tls' ? new DotUpstream(u, this.ctx!, this.takeId) : new DohUpstream(u, this.ctx!)
+        }
+      }
+      return { label, secure: pool, host: u.host, canonical, port: u.port, family: u.family }
     })
+    if (previous.size > 0) {
+      const retired = [...previous.values()]
+      setTimeout(() => retired.forEach((p) => p.close()), this.timeoutMs + 100).unref()
+    }
     this.timeoutMs = timeoutMs
+    this.metrics.keepUpstreams(this.targets.map((t) => t.label))
+  }
+
+  /** Open connections to encrypted upstreams (tests, the bench). */
+  get secureConnections(): number {
+    let n = 0
+    for (const t of this.targets) n += t.secure?.connections ?? 0
+    return n
   }
 
   /**
    * Sends `query` (its ID bytes are overwritten per try) and returns the first
    * acceptable answer with RCODE NOERROR or NXDOMAIN. Rejects with an EgressdError:
-   * ETIMEOUT when every try timed out, EUPSTREAM otherwise.
+   * ETIMEOUT when every try timed out, EUPSTREAM otherwise. An encrypted upstream that
+   * fails (a certificate included) is a failed try like any other: the next upstream
+   * is asked, in the configured order, and nothing ever goes out in plain text instead.
    */
-  async exchange(query: Buffer, questionEnd: number, viaTcp: boolean): Promise<Buffer> {
+  async exchange(query: Buffer, questionEnd: number, viaTcp: boolean): Promise<UpstreamAnswer> {
     let last: UpstreamFailure | null = null
     let allTimeouts = true
     for (const target of this.targets) {
@@ -97,26 +145,32 @@ export class UpstreamClient {
       query[1] = id & 0xff
       try {
         const started = performance.now()
-        let transport = viaTcp ? 'tcp' : 'udp'
-        let answer = viaTcp ? await this.tcpTry(target, query, questionEnd) : await this.udpTry(target, query, questionEnd)
-        if (!viaTcp && (answer[2]! & 0x02) !== 0) {
-          this.metrics.upstreamErrors.incLabel('truncated')
-          transport = 'tcp'
-          answer = await this.tcpTry(target, query, questionEnd)
+        let transport: UpstreamTransport
+        let answer: Buffer
+        if (target.secure !== null) {
+          transport = target.secure instanceof DotUpstream ? 'tls' : 'https'
+          answer = await this.secureTry(target.secure, query, questionEnd)
+        } else {
+          transport = viaTcp ? 'tcp' : 'udp'
+          answer = viaTcp ? await this.tcpTry(target, query, questionEnd) : await this.udpTry(target, query, questionEnd)
+          if (!viaTcp && (answer[2]! & 0x02) !== 0) {
+            this.metrics.upstreamErrors.inc(target.label, 'truncated')
+            transport = 'tcp'
+            answer = await this.tcpTry(target, query, questionEnd)
+          }
         }
         const rcode = answer[3]! & 0x0f
         if (rcode !== RCODE_NOERROR && rcode !== RCODE_NXDOMAIN) {
           throw new UpstreamFailure(
             rcode === RCODE_SERVFAIL ? 'servfail' : rcode === RCODE_REFUSED ? 'refused' : 'rcode',
-            `upstream ${target.host}:${target.port} answered RCODE ${rcode}`,
+            `upstream ${target.label} answered RCODE ${rcode}`,
           )
         }
-        this.metrics.upstreamDuration.observe({ transport }, (performance.now() - started) / 1000)
-        return answer
+        this.metrics.observeUpstream(transport, target.label, (performance.now() - started) / 1000)
+        return { answer, upstream: target.label }
       } catch (err) {
-        const failure =
-          err instanceof UpstreamFailure ? err : new UpstreamFailure('network', `upstream ${target.host}:${target.port}: ${(err as Error).message}`)
-        this.metrics.upstreamErrors.incLabel(failure.reason)
+        const failure = err instanceof UpstreamFailure ? err : new UpstreamFailure('network', `upstream ${target.label}: ${(err as Error).message}`)
+        this.metrics.upstreamErrors.inc(target.label, failure.reason)
         if (failure.reason !== 'timeout') allTimeouts = false
         last = failure
       }
@@ -124,6 +178,22 @@ export class UpstreamClient {
     if (last === null) throw new EgressdError('ERESOLVE', 'no upstream resolvers configured')
     if (allTimeouts) throw new UpstreamTimeoutError(`every upstream timed out (${this.timeoutMs} ms each)`)
     throw new EgressdError('ERESOLVE', last.message)
+  }
+
+  /** One try to an encrypted upstream, ended by close() like the plain ones. */
+  private secureTry(pool: DotUpstream | DohUpstream, query: Buffer, questionEnd: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      let done = false
+      const finish = (err: Error | null, answer?: Buffer) => {
+        if (done) return
+        done = true
+        this.tries.delete(finish)
+        if (err !== null) reject(err)
+        else resolve(answer!)
+      }
+      this.tries.add(finish)
+      pool.exchange(query, questionEnd, this.timeoutMs).then((a) => finish(null, a), (e: Error) => finish(e))
+    })
   }
 
   /**
@@ -134,6 +204,7 @@ export class UpstreamClient {
   close(): void {
     this.closed = true
     for (const fail of [...this.tries]) fail(new UpstreamFailure('network', 'the resolver is stopping'))
+    for (const t of this.targets) t.secure?.close()
   }
 
   private udpTry(target: Target, query: Buffer, questionEnd: number): Promise<Buffer> {

@@ -23,12 +23,28 @@ export interface Reading {
   readonly upstream: Readonly<Record<string, { readonly count: number; readonly sum: number }>>
   /** Failed upstream tries by reason. */
   readonly upstreamErrors: Readonly<Record<string, number>>
+  /** Per upstream (the `upstream` label, as configured): successful exchanges, their summed seconds, failed tries. */
+  readonly byUpstream?: Readonly<Record<string, UpstreamReading>>
   readonly sniAllowed: number
   /** Blocked, malformed and timed-out hellos: every connection refused. */
   readonly sniBlocked: number
   readonly sniWouldBlock: number
   readonly sniActive: number
   readonly cacheEntries: number
+}
+
+export interface UpstreamReading {
+  readonly transport: string
+  readonly count: number
+  readonly sum: number
+  readonly errors: number
+}
+
+/** One upstream over one interval: mean exchange time (ms, null without one) and failed tries per second. */
+export interface UpstreamRates {
+  readonly transport: string
+  readonly ms: number | null
+  readonly errors: number
 }
 
 /** Rates over one interval; ratios and latencies are null when nothing happened. */
@@ -42,6 +58,8 @@ export interface Sample {
   readonly upstreamMs: Readonly<Record<string, number | null>>
   /** Failed upstream tries per second, per reason (reasons with none left out). */
   readonly upstreamErrors: Readonly<Record<string, number>>
+  /** Per configured upstream; bounded by `dns.upstreams`. */
+  readonly upstreams: Readonly<Record<string, UpstreamRates>>
   readonly sniAllowed: number
   readonly sniBlocked: number
   readonly sniWouldBlock: number
@@ -67,6 +85,12 @@ export function rates(a: Reading, b: Reading): Sample {
     const v = r(a.upstreamErrors[reason] ?? 0, now)
     if (v > 0) upstreamErrors[reason] = v
   }
+  const upstreams: Record<string, UpstreamRates> = {}
+  for (const [label, now] of Object.entries(b.byUpstream ?? {})) {
+    const before = a.byUpstream?.[label] ?? { count: 0, sum: 0, errors: 0 }
+    const n = d(before.count, now.count)
+    upstreams[label] = { transport: now.transport, ms: n === 0 ? null : round((d(before.sum, now.sum) / n) * 1000), errors: r(before.errors, now.errors) }
+  }
   return {
     t: b.time,
     dnsAllowed: r(a.dnsAllowed, b.dnsAllowed),
@@ -75,6 +99,7 @@ export function rates(a: Reading, b: Reading): Sample {
     cacheHitRatio: hits + misses === 0 ? null : round(hits / (hits + misses)),
     upstreamMs,
     upstreamErrors,
+    upstreams,
     sniAllowed: r(a.sniAllowed, b.sniAllowed),
     sniBlocked: r(a.sniBlocked, b.sniBlocked),
     sniWouldBlock: r(a.sniWouldBlock, b.sniWouldBlock),
@@ -127,15 +152,32 @@ export async function readRegistry(registry: Registry, time: number): Promise<Re
   ])
   const by = (vs: Values, label: string, value: string): number => vs.find((v) => v.labels[label] === value)?.value ?? 0
   const sum = (vs: Values): number => vs.reduce((n, v) => n + v.value, 0)
+  // Summed over upstreams per transport, and per upstream (label as configured).
   const upstream: Record<string, { count: number; sum: number }> = {}
+  const byUpstream: Record<string, { transport: string; count: number; sum: number; errors: number }> = {}
   for (const v of duration) {
     const transport = String(v.labels.transport ?? '')
     const u = (upstream[transport] ??= { count: 0, sum: 0 })
-    if (v.metricName?.endsWith('_count')) u.count = v.value
-    else if (v.metricName?.endsWith('_sum')) u.sum = v.value
+    const label = v.labels.upstream === undefined ? null : String(v.labels.upstream)
+    const p = label === null ? null : (byUpstream[label] ??= { transport, count: 0, sum: 0, errors: 0 })
+    if (v.metricName?.endsWith('_count')) {
+      u.count += v.value
+      if (p !== null) p.count += v.value
+    } else if (v.metricName?.endsWith('_sum')) {
+      u.sum += v.value
+      if (p !== null) p.sum += v.value
+    }
   }
   const upstreamErrors: Record<string, number> = {}
-  for (const v of errors) upstreamErrors[String(v.labels.reason)] = v.value
+  for (const v of errors) {
+    const reason = String(v.labels.reason)
+    upstreamErrors[reason] = (upstreamErrors[reason] ?? 0) + v.value
+    if (v.labels.upstream === undefined) continue
+    const label = String(v.labels.upstream)
+    // An upstream that has only failed so far: its transport from how it is written.
+    const p = (byUpstream[label] ??= { transport: transportOf(label), count: 0, sum: 0, errors: 0 })
+    p.errors += v.value
+  }
   return {
     time,
     dnsAllowed: by(dns, 'verdict', 'allowed'),
@@ -145,10 +187,15 @@ export async function readRegistry(registry: Registry, time: number): Promise<Re
     cacheMisses: sum(misses),
     upstream,
     upstreamErrors,
+    byUpstream,
     sniAllowed: by(sni, 'verdict', 'allowed'),
     sniBlocked: by(sni, 'verdict', 'blocked') + by(sni, 'verdict', 'malformed') + by(sni, 'verdict', 'timeout'),
     sniWouldBlock: by(sni, 'verdict', 'would_block'),
     sniActive: sum(active),
     cacheEntries: sum(entries),
   }
+}
+
+function transportOf(label: string): string {
+  return label.startsWith('https://') ? 'https' : label.startsWith('tls://') || label.startsWith('tcp-tls:') ? 'tls' : 'udp'
 }

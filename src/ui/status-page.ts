@@ -7,6 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Registry } from 'prom-client'
 import type { UiConfig } from '../config/types.js'
+import { upstreamLabel } from '../config/upstream.js'
 import type { UiView } from './view.js'
 import type { DecisionEvent, DecisionTap } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
@@ -192,7 +193,7 @@ export class StatusPage {
       },
       reload: this.reload,
       listeners: this.deps.sources.listeners(),
-      upstreams: config.dns.upstreams.map((u) => (u.family === 6 ? `[${u.host}]:${u.port}` : `${u.host}:${u.port}`)),
+      upstreams: config.dns.upstreams.map(upstreamLabel),
       firewall: this.deps.sources.firewall(),
       access: this.access,
       limits: {

@@ -77,6 +77,7 @@ t.test('an empty file yields the schema\'s defaults, key by key', async (t) => {
     if (f.kind === 'cidrs') return `[${(v as { text: string }[]).map((c) => c.text).join(', ')}]`
     if (f.kind === 'ports') return `[${(v as Parameters<typeof formatPort>[0][]).map(formatPort).join(', ')}]`
     if (f.kind === 'entries' || f.kind === 'presets' || f.kind === 'groups') return `[${(v as unknown[]).join(', ')}]`
+    if (f.kind === 'text') return `"${String(v)}"`
     return String(v)
   }
   let n = 0

@@ -61,6 +61,7 @@ export function makeConfig(dns: DnsOverrides = {}, policy: readonly PolicyEntry[
     outsideClients: { answer: 'refused', refusedQps: 10 },
     cnameTargets: 'follow_policy',
     ech: 'strip',
+    upstreamCaFile: '',
     ...dns,
     cache: { maxEntries: 10_000, maxBytes: 8 << 20, minTtl: 0, maxTtl: 86_400, negativeMaxTtl: 300, ...dns.cache },
     rateLimit: { qps: 0, burst: 0, ...dns.rateLimit },
@@ -115,11 +116,22 @@ export async function startService(config: Config, extra: Partial<DnsDeps> = {})
   return { svc, port: svc.boundAddresses.udp[0]!.port, registry, logs, policy: compiled.groups.default.policy, close: () => svc.stop() }
 }
 
-/** A metric sample's value from the registry text, or 0. */
+/**
+ * A sample's value; with `labels` (`reason="timeout"`, or several joined by commas) the sum
+ * over every series that carries them, whatever other labels (such as `upstream`) it has;
+ * without, the unlabelled sample or the sum over every series of `name`.
+ */
 export async function metric(registry: Registry, name: string, labels = ''): Promise<number> {
   const text = await registry.metrics()
-  const line = text.split('\n').find((l) => l.startsWith(labels ? `${name}{${labels}}` : `${name} `))
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1))
+  const want = labels ? labels.split(/,(?=[a-z_]+=")/) : []
+  let sum = 0
+  for (const l of text.split('\n')) {
+    if (!labels && l.startsWith(`${name} `)) return Number(l.slice(l.lastIndexOf(' ') + 1))
+    if (!l.startsWith(`${name}{`)) continue
+    const have = l.slice(name.length + 1, l.lastIndexOf('}')).split(/,(?=[a-z_]+=")/)
+    if (want.every((w) => have.includes(w))) sum += Number(l.slice(l.lastIndexOf(' ') + 1))
+  }
+  return sum
 }
 
 // ---------------------------------------------------------------------------------

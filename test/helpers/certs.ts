@@ -9,7 +9,8 @@ import forge from 'node-forge'
 export interface TestCa {
   /** PEM, for `ca:` options and `curl --cacert`. */
   readonly cert: string
-  issue(names: string[]): { cert: string; key: string }
+  /** A leaf for DNS `names`; `ips` adds IP SANs; `expired` makes it valid yesterday only. */
+  issue(names: string[], opts?: { ips?: string[]; expired?: boolean }): { cert: string; key: string }
 }
 
 let serial = 1
@@ -36,19 +37,19 @@ export function createTestCa(commonName = 'egressd test CA'): TestCa {
 
   return {
     cert: caPem,
-    issue(names: string[]) {
+    issue(names: string[], opts: { ips?: string[]; expired?: boolean } = {}) {
       const cert = forge.pki.createCertificate()
       cert.publicKey = leafKeys.publicKey
       cert.serialNumber = (serial++).toString(16).padStart(2, '0')
-      cert.validity.notBefore = new Date(Date.now() - 3600_000)
-      cert.validity.notAfter = new Date(Date.now() + 7 * 86400_000)
+      cert.validity.notBefore = new Date(Date.now() - (opts.expired ? 2 * 86400_000 : 3600_000))
+      cert.validity.notAfter = new Date(Date.now() + (opts.expired ? -86400_000 : 7 * 86400_000))
       cert.setSubject([{ name: 'commonName', value: names[0]! }])
       cert.setIssuer(caSubject)
       cert.setExtensions([
         { name: 'basicConstraints', cA: false },
         { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
         { name: 'extKeyUsage', serverAuth: true },
-        { name: 'subjectAltName', altNames: names.map((value) => ({ type: 2, value })) },
+        { name: 'subjectAltName', altNames: [...names.map((value) => ({ type: 2, value })), ...(opts.ips ?? []).map((ip) => ({ type: 7, ip }))] },
       ])
       cert.sign(caKeys.privateKey, forge.md.sha256.create())
       return { cert: forge.pki.certificateToPem(cert), key: leafKeyPem }

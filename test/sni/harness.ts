@@ -36,6 +36,7 @@ export function makeConfig(sni: Partial<SniConfig> = {}): Config {
       outsideClients: { answer: 'refused', refusedQps: 10 },
       cnameTargets: 'follow_policy',
       ech: 'strip',
+      upstreamCaFile: '',
     },
     sni: {
       listen: [{ host: '127.0.0.1', port: 0, family: 4 }],

@@ -119,6 +119,10 @@ t.test('the status page shows blocked attempts live, filters them and proposes a
   t.match(yaml, /- name: cams\n.*\n {4}allow:\n {6}- "cloud\.cam-vendor\.net"/, 'the cams group has its own list')
   t.notMatch(yaml, /api\.example\.com/, 'an allowed name is not proposed')
 
+  // One row per upstream (the metrics' upstream label), from the 5 s samples.
+  await page.locator('#upstreams td', { hasText: `127.0.0.1:${upstream.port}` }).waitFor({ timeout: 15_000 })
+  t.match(await page.locator('#upstreams tbody tr').first().textContent(), /udp/, 'the upstream row names its transport')
+
   // Screenshots of both colour schemes and a phone, for a person to look at.
   t.saveFixture = true
   const out = t.testdir({})

@@ -1,7 +1,9 @@
 import t from 'tap'
+import { Registry } from 'prom-client'
+import { DnsMetrics } from '../../src/dns/metrics.js'
 import type { DecisionEvent } from '../../src/log/decision.js'
 import { EventRing, top } from '../../src/ui/event-ring.js'
-import { rates, SampleRing, type Reading } from '../../src/ui/sampler.js'
+import { rates, readRegistry, SampleRing, type Reading } from '../../src/ui/sampler.js'
 import { allow, fakeUpstream, makeConfig, query, standardZone, startService, udpExchange } from '../dns/helpers.js'
 
 const ev = (name: string, client = '10.0.0.1'): DecisionEvent => ({
@@ -112,4 +114,25 @@ t.test('every kind of DNS decision line reaches the tap: CNAME blocks and rebind
   t.equal(written.length, 2, 'both lines were written')
   t.match(tapped.find((e) => e.reason === 'cname_blocked'), { name: 'cname.allowed.example', cname: 'target.elsewhere.example' }, 'the CNAME block reached the tap')
   t.match(tapped.find((e) => e.verdict === 'rebind_blocked'), { name: 'private.allowed.example' }, 'the rebinding block reached the tap')
+})
+
+t.test('per-upstream rows: latency and errors per configured upstream, transports summed over upstreams', async (t) => {
+  const registry = new Registry()
+  const m = new DnsMetrics(registry, { cacheEntries: () => 0, cacheBytes: () => 0, pendingUpstream: () => 0, tcpConnections: () => 0 })
+  m.keepUpstreams(['9.9.9.9:53', 'tls://1.1.1.1#one.one.one.one', 'https://dns.example/dns-query#192.0.2.1'])
+  const a = await readRegistry(registry, 0)
+  m.observeUpstream('udp', '9.9.9.9:53', 0.01)
+  m.observeUpstream('udp', '9.9.9.9:53', 0.03)
+  m.observeUpstream('tls', 'tls://1.1.1.1#one.one.one.one', 0.02)
+  m.upstreamErrors.inc('https://dns.example/dns-query#192.0.2.1', 'certificate', 5)
+  m.upstreamErrors.inc('9.9.9.9:53', 'timeout', 5)
+  const b = await readRegistry(registry, 5000)
+  const s = rates(a, b)
+  t.same(s.upstreams, {
+    '9.9.9.9:53': { transport: 'udp', ms: 20, errors: 1 },
+    'tls://1.1.1.1#one.one.one.one': { transport: 'tls', ms: 20, errors: 0 },
+    'https://dns.example/dns-query#192.0.2.1': { transport: 'https', ms: null, errors: 1 },
+  })
+  t.same(s.upstreamErrors, { timeout: 1, certificate: 1 }, 'by reason, summed over upstreams')
+  t.same(s.upstreamMs, { udp: 20, tls: 20 })
 })

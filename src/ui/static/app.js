@@ -406,6 +406,31 @@ function renderCharts() {
     chart('Active TLS connections', '', [{ label: 'open', cls: 's-accent', values: pick((x) => x.sniActive) }]),
   ]
   $('charts').replaceChildren(...charts)
+  renderUpstreams()
+}
+
+// One row per configured upstream: mean latency and errors over the newest sample and over the ring.
+function renderUpstreams() {
+  const s = ui.samples
+  const labels = new Set()
+  for (const x of s) for (const u of Object.keys(x.upstreams || {})) labels.add(u)
+  const rows = [...labels].map((u) => {
+    const seen = s.map((x) => (x.upstreams || {})[u]).filter((v) => v !== undefined)
+    const last = seen[seen.length - 1]
+    const ms = seen.map((v) => v.ms).filter((v) => v !== null)
+    const avg = ms.length === 0 ? null : ms.reduce((a, b) => a + b, 0) / ms.length
+    const errs = seen.reduce((a, v) => a + v.errors, 0) / Math.max(seen.length, 1)
+    return el('tr', {},
+      el('td', { text: u }),
+      el('td', { text: last ? last.transport : '' }),
+      el('td', { text: last && last.ms !== null ? fmt(last.ms) + ' ms' : '–' }),
+      el('td', { text: avg === null ? '–' : fmt(avg) + ' ms' }),
+      el('td', { text: last ? fmt(last.errors) + '/s' : '–' }),
+      el('td', { text: fmt(errs) + '/s' }))
+  })
+  const head = el('tr', {}, ...['upstream', 'transport', 'latency now', 'latency 15 min', 'errors now', 'errors 15 min'].map((h) => el('th', { text: h })))
+  $('upstreams').replaceChildren(el('thead', {}, head), el('tbody', {}, ...rows))
+  $('upstreams').hidden = rows.length === 0
 }
 
 // Uptime, stream counts and the firewall's element count change without an event.

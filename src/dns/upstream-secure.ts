@@ -1,0 +1,94 @@
+/**
+ * What the DNS over TLS and DNS over HTTPS transports share: the trust store, the TLS
+ * options of a connection, how a TLS error is classified, and the once-a-minute log of a
+ * certificate that fails verification.
+ */
+import { readFileSync } from 'node:fs'
+import tls from 'node:tls'
+import { readCaFile } from '../config/ca-file.js'
+import type { Upstream } from '../config/upstream.js'
+import type { Logger } from '../log/logger.js'
+import type { DnsMetrics, UpstreamError } from './metrics.js'
+import { UpstreamFailure } from './upstream-failure.js'
+
+/** Debian's (and OpenSSL's default) system bundle, maintained by update-ca-certificates. */
+const SYSTEM_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
+
+/**
+ * The CAs trusted for upstream certificates: `dns.upstream_ca_file` when set (instead of
+ * the system store, as unbound's tls-cert-bundle), otherwise the system store: Node's
+ * `tls.getCACertificates('system')` where it exists (Node >= 22.15), else the system
+ * bundle file, else (no such file) Node's bundled Mozilla roots (undefined).
+ */
+export function trustedCas(caFile: string): string[] | undefined {
+  if (caFile !== '') {
+    const certs = readCaFile(caFile)
+    // The loader read this file moments ago; gone since, nothing verifies: every try fails 'certificate'.
+    return typeof certs === 'string' ? [] : certs
+  }
+  const system = (tls as unknown as { getCACertificates?: (kind: string) => string[] }).getCACertificates?.('system')
+  if (system !== undefined && system.length > 0) return system
+  try {
+    const pem = readFileSync(SYSTEM_BUNDLE, 'latin1')
+    const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g)
+    if (blocks !== null && blocks.length > 0) return blocks
+  } catch {
+    // No system bundle: Node's own roots.
+  }
+  return undefined
+}
+
+/** What a transport needs besides its upstream. */
+export interface SecureContext {
+  readonly metrics: DnsMetrics
+  readonly log: Logger | null
+  /** Trusted CAs (trustedCas); undefined: Node's bundled roots. */
+  readonly ca: string[] | undefined
+  /** Certificate failures already logged: upstream label → when (ms, performance clock). */
+  readonly certLogged: Map<string, number>
+}
+
+/** A certificate failure is logged at most this often per upstream. */
+export const CERT_LOG_INTERVAL_MS = 60_000
+
+/**
+ * TLS options for a connection to `u`: the certificate is verified (never turned off)
+ * against `u.tlsName`, or against the address when there is none (an IP SAN);
+ * SNI carries the name. `session` resumes an earlier session (a cheaper handshake).
+ */
+export function tlsOptions(u: Upstream, ctx: SecureContext, alpn: string, session: Buffer | undefined): tls.ConnectionOptions {
+  return {
+    host: u.host,
+    port: u.port,
+    ...(u.tlsName !== undefined ? { servername: u.tlsName } : {}),
+    ...(ctx.ca !== undefined ? { ca: ctx.ca } : {}),
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.2',
+    ALPNProtocols: [alpn],
+    ...(session !== undefined ? { session } : {}),
+  }
+}
+
+/** OpenSSL's and Node's codes for a certificate that does not verify (chain, dates, name). */
+const CERT_CODES = /CERT|SELF_SIGNED|UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY|ALTNAME/
+
+/**
+ * The failure a connection error means, logged (error level, at most once a minute per
+ * upstream) when it is a certificate that fails verification: never a silent fallback.
+ */
+export function connectionFailure(err: Error, label: string, secure: boolean, ctx: SecureContext): UpstreamFailure {
+  const code = (err as NodeJS.ErrnoException).code ?? ''
+  let reason: UpstreamError
+  if (CERT_CODES.test(code)) reason = 'certificate'
+  else if (!secure && (code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || /ssl|tls|handshake/i.test(err.message))) reason = 'tls'
+  else reason = secure ? 'closed' : 'network'
+  if (reason === 'certificate') {
+    const now = performance.now()
+    const last = ctx.certLogged.get(label)
+    if (last === undefined || now - last >= CERT_LOG_INTERVAL_MS) {
+      ctx.certLogged.set(label, now)
+      ctx.log?.error({ upstream: label, code, err: err.message }, 'upstream certificate failed verification; queries go to the next upstream or get SERVFAIL, never to plain DNS')
+    }
+  }
+  return new UpstreamFailure(reason, `upstream ${label}: ${code !== '' ? code + ': ' : ''}${err.message}`)
+}

@@ -1,0 +1,187 @@
+/**
+ * Misbehaving DNS over TLS and DNS over HTTPS servers for the cases a real unbound does
+ * not produce on demand: answers out of order, a connection closed mid-pipeline, an
+ * HTTP/2 GOAWAY, HTTP errors. Both answer `qN.<zone>` with A 192.0.2.N (TTL 300), so a
+ * test can tell which answer went to which query.
+ */
+import http2 from 'node:http2'
+import net from 'node:net'
+import tls from 'node:tls'
+import dnsPacket from 'dns-packet'
+
+export function answerFor(query: Buffer): Buffer {
+  const q = dnsPacket.decode(query)
+  const name = q.questions![0]!.name
+  const n = Number(/^q([0-9]+)\./.exec(name)?.[1] ?? 1)
+  return dnsPacket.encode({
+    type: 'response',
+    id: q.id,
+    flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+    questions: q.questions,
+    answers: q.questions![0]!.type === 'A' ? [{ name, type: 'A', ttl: 300, data: `192.0.2.${n % 256}` }] : [],
+  })
+}
+
+export type DotMode =
+  /** Every query answered at once. */
+  | 'normal'
+  /** Queries held until `batch` have come on the connection, then answered last first. */
+  | 'reverse'
+  /** The first connection is closed, unanswered, once `batch` queries have come; later ones are normal. */
+  | 'close-first'
+  /** Every connection is closed, unanswered, once `batch` queries have come. */
+  | 'close-always'
+
+export interface FakeDot {
+  readonly port: number
+  /** Connections accepted (TCP), and TLS handshakes completed. */
+  readonly accepted: number
+  readonly handshakes: number
+  readonly queries: number
+  mode: DotMode
+  close(): Promise<void>
+}
+
+export async function fakeDot(cert: { cert: string; key: string }, mode: DotMode, batch = 3): Promise<FakeDot> {
+  const sockets = new Set<net.Socket>()
+  const state = { accepted: 0, handshakes: 0, queries: 0, connIndex: 0 }
+  const server = tls.createServer({ ...cert, ALPNProtocols: ['dot'] }, (sock) => {
+    state.handshakes++
+    const index = state.connIndex++
+    let buf = Buffer.alloc(0)
+    const held: Buffer[] = []
+    sock.on('error', () => {})
+    sock.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk])
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const msg = buf.subarray(2, 2 + buf.readUInt16BE(0))
+        buf = buf.subarray(2 + msg.length)
+        state.queries++
+        held.push(Buffer.from(msg))
+        const m = f.mode
+        if (m === 'normal' || (m === 'close-first' && index > 0)) {
+          for (const q of held.splice(0)) write(q)
+        } else if (held.length >= batch) {
+          if (m === 'reverse') for (const q of held.splice(0).reverse()) write(q)
+          else sock.destroy()
+        }
+      }
+    })
+    const write = (q: Buffer) => {
+      const a = answerFor(q)
+      const len = Buffer.alloc(2)
+      len.writeUInt16BE(a.length)
+      sock.write(Buffer.concat([len, a]))
+    }
+  })
+  server.on('connection', (s: net.Socket) => {
+    state.accepted++
+    sockets.add(s)
+    s.on('close', () => sockets.delete(s))
+  })
+  server.on('tlsClientError', () => {})
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const f: FakeDot = {
+    port: (server.address() as net.AddressInfo).port,
+    get accepted() {
+      return state.accepted
+    },
+    get handshakes() {
+      return state.handshakes
+    },
+    get queries() {
+      return state.queries
+    },
+    mode,
+    async close() {
+      for (const s of sockets) s.destroy()
+      await new Promise((r) => server.close(r))
+    },
+  }
+  return f
+}
+
+export type DohMode =
+  | 'normal'
+  /** Answers, then sends GOAWAY (graceful, last stream = this one): the next query needs a new session. */
+  | 'goaway-after-answer'
+  /** On the first session, the first request gets a GOAWAY whose last stream ID is below it (refused); later sessions normal. */
+  | 'goaway-refuse-first'
+  /** Status 500. */
+  | 'http-500'
+  /** 200 with content type text/html. */
+  | 'wrong-type'
+
+export interface FakeDoh {
+  readonly port: number
+  readonly sessions: number
+  readonly requests: number
+  /** Streams the client reset (RST_STREAM) rather than ending them. */
+  readonly resets: number
+  /** Methods, paths and the Cache-Control sent on answers. */
+  readonly seen: { method: string; path: string; contentType: string }[]
+  mode: DohMode
+  close(): Promise<void>
+}
+
+export async function fakeDoh(cert: { cert: string; key: string }, mode: DohMode): Promise<FakeDoh> {
+  const state = { sessions: 0, requests: 0, resets: 0 }
+  const seen: { method: string; path: string; contentType: string }[] = []
+  const live = new Set<http2.ServerHttp2Session>()
+  const server = http2.createSecureServer({ ...cert, allowHTTP1: false })
+  server.on('session', (s) => {
+    state.sessions++
+    live.add(s)
+    s.on('close', () => live.delete(s))
+    s.on('error', () => {})
+  })
+  server.on('stream', (stream, headers) => {
+    state.requests++
+    seen.push({ method: String(headers[':method']), path: String(headers[':path']), contentType: String(headers['content-type']) })
+    const chunks: Buffer[] = []
+    stream.on('error', () => {})
+    stream.on('close', () => {
+      if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) state.resets++
+    })
+    stream.on('data', (c: Buffer) => chunks.push(c))
+    stream.on('end', () => {
+      const m = f.mode
+      const session = stream.session!
+      if (m === 'goaway-refuse-first' && state.sessions === 1) {
+        // Last stream ID 0: this stream (ID 1) was never processed; the client may retry it elsewhere.
+        session.goaway(http2.constants.NGHTTP2_NO_ERROR, 0)
+        stream.close(http2.constants.NGHTTP2_REFUSED_STREAM)
+        return
+      }
+      if (m === 'http-500') {
+        stream.respond({ ':status': 500 })
+        stream.end()
+        return
+      }
+      const body = answerFor(Buffer.concat(chunks))
+      stream.respond({ ':status': 200, 'content-type': m === 'wrong-type' ? 'text/html' : 'application/dns-message', 'cache-control': 'max-age=0, no-store' })
+      stream.end(body)
+      if (m === 'goaway-after-answer') session.goaway(http2.constants.NGHTTP2_NO_ERROR, stream.id!)
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const f: FakeDoh = {
+    port: (server.address() as net.AddressInfo).port,
+    get sessions() {
+      return state.sessions
+    },
+    get requests() {
+      return state.requests
+    },
+    get resets() {
+      return state.resets
+    },
+    seen,
+    mode,
+    async close() {
+      for (const s of live) s.destroy()
+      await new Promise((r) => server.close(r))
+    },
+  }
+  return f
+}
