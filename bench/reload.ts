@@ -57,6 +57,25 @@ export interface ReloadResult {
    * this process's own socket (the bench fell behind: not the daemon's loss).
    */
   kernelDrops: { daemon: number; bench: number }
+  /**
+   * The daemon's own event-loop delay (prom-client's nodejs_eventloop_lag_max_seconds,
+   * scraped every second; each scrape covers the second before it), in ms: the largest
+   * outside and during the reload windows. Latency seen by the bench includes the bench's
+   * own delays on a loaded machine; this does not.
+   */
+  daemonLoopLagMaxMs: { outside: number; duringReload: number }
+  /** The daemon's own figure for its event loop's share of each reload (`apply_ms` in its log line). */
+  applyMs: { median: number; max: number }
+}
+
+async function scrapeLoopLagMs(port: number): Promise<number> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+    const m = /^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(text)
+    return m === null ? NaN : Number(m[1]) * 1000
+  } catch {
+    return NaN
+  }
 }
 
 /** The `drops` column of /proc/net/udp for the IPv4 socket bound to 127.0.0.1:port (0 when not found). */
@@ -85,7 +104,9 @@ export async function run(args: string[]): Promise<void> {
   process.stdout.write(
     `${r.rules} rules, ${r.reloads} reloads at ${r.qps} qps: sent ${r.sent}, lost ${r.lost}; p50 ${r.p50ms} ms, p99 ${r.p99ms} ms, max ${r.maxms} ms; ` +
       `during reloads: sent ${r.duringReloadSent}, lost ${r.duringReloadLost}, p99 ${r.duringReloadP99ms} ms; reload took median ${r.reloadSeconds.median} s, max ${r.reloadSeconds.max} s; ` +
-      `kernel drops: daemon socket ${r.kernelDrops.daemon}, bench socket ${r.kernelDrops.bench}\n`,
+      `kernel drops: daemon socket ${r.kernelDrops.daemon}, bench socket ${r.kernelDrops.bench}; ` +
+      `daemon event-loop delay max: ${r.daemonLoopLagMaxMs.outside} ms outside reloads, ${r.daemonLoopLagMaxMs.duringReload} ms during; ` +
+      `event-loop share of a reload (apply_ms): median ${r.applyMs.median} ms, max ${r.applyMs.max} ms\n`,
   )
 }
 
@@ -120,14 +141,17 @@ async function measure(cli: string, rulesCount: number, reloads: number, qps: nu
 sni:
   listen: []
 metrics:
-  listen: null
+  listen: "127.0.0.1:${port + 1}"
 log:
   level: info
 allow:
   - "variant${variant}.reload.example"
 `
   writeFileSync(file, head(0) + body + groupsYaml)
-  const proc = spawn(process.execPath, [cli, 'run', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] })
+  // 1 M entries are ~38 MB of YAML, over the default 16 MiB file limit (docs/configuration.md).
+  const env = { ...process.env, EGRESSD_MAX_CONFIG_BYTES: String(256 * 1024 * 1024) }
+  const proc = spawn(process.execPath, [cli, 'run', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  const exited = new Promise((r) => proc.once('exit', r))
   const waiters: { msg: string; resolve: (line: Record<string, unknown>) => void }[] = []
   let partial = ''
   const tail: string[] = []
@@ -213,8 +237,21 @@ allow:
         sent++
       }
     }, 10)
+    const lag = { outside: 0, duringReload: 0 }
+    let scraping = true
+    const scraper = (async () => {
+      while (scraping) {
+        await new Promise((r) => setTimeout(r, 1000))
+        const wasReloading = reloading
+        const ms = await scrapeLoopLagMs(port + 1)
+        if (!Number.isFinite(ms)) continue
+        if (wasReloading || reloading) lag.duringReload = Math.max(lag.duringReload, ms)
+        else lag.outside = Math.max(lag.outside, ms)
+      }
+    })()
     await new Promise((r) => setTimeout(r, 2000))
     const reloadSeconds: number[] = []
+    const applyMs: number[] = []
     for (let i = 1; i <= reloads; i++) {
       writeFileSync(file, head(i % 2) + body + groupsYaml)
       const t0 = performance.now()
@@ -223,7 +260,8 @@ allow:
       else {
         const done = waitFor('configuration reloaded', 120_000)
         proc.kill('SIGHUP')
-        await done
+        const line = await done
+        if (typeof line.apply_ms === 'number') applyMs.push(line.apply_ms)
       }
       reloadSeconds.push((performance.now() - t0) / 1000)
       // Queries sent up to 2 s after the swap still count as "during".
@@ -232,6 +270,8 @@ allow:
       await new Promise((r) => setTimeout(r, 500))
     }
     clearInterval(tick)
+    scraping = false
+    await scraper
     await new Promise((r) => setTimeout(r, 2100))
     for (let id = 0; id < 65536; id++) {
       if (sentAt[id] !== 0) {
@@ -259,11 +299,14 @@ allow:
       duringReloadP99ms: round(percentile(reloadLatencies, 99)),
       reloadSeconds: { median: round(percentile(reloadSeconds, 50)), max: round(reloadSeconds[reloadSeconds.length - 1] ?? NaN) },
       kernelDrops,
+      daemonLoopLagMaxMs: { outside: round(lag.outside), duringReload: round(lag.duringReload) },
+      applyMs: { median: round(percentile(applyMs.sort((a, b) => a - b), 50)), max: round(applyMs[applyMs.length - 1] ?? NaN) },
     }
   } finally {
     proc.kill('SIGTERM')
     const killer = setTimeout(() => proc.kill('SIGKILL'), 10_000)
-    await new Promise((r) => proc.once('exit', r))
+    // A daemon that already exited (a refused file) emits no second 'exit': wait on the first.
+    await exited
     clearTimeout(killer)
     await up.stop()
   }

@@ -36,6 +36,8 @@ export interface Prepared {
   readonly config: Config
   readonly pre: Precompiled
   readonly warnings: readonly string[]
+  /** Event-loop time spent turning the worker's message into Policies (assemble), ms. */
+  readonly assembleMs: number
 }
 
 /** The worker failed in a way that is not a configuration error (a bug, or it could not start). */
@@ -147,7 +149,9 @@ export class ReloadWorker {
     if (this.pending.size === 0) this.idleSoon()
     if (reply.ok) {
       try {
-        p.resolve(assemble(reply))
+        const started = performance.now()
+        const prepared = assemble(reply)
+        p.resolve({ ...prepared, assembleMs: performance.now() - started })
       } catch (e) {
         p.reject(e)
       }
@@ -183,7 +187,7 @@ export class ReloadWorker {
 }
 
 /** Turns the worker's message back into a Config and Policies; cost independent of the policy size. */
-function assemble(reply: WorkerReply & { ok: true }): Prepared {
+function assemble(reply: WorkerReply & { ok: true }): Omit<Prepared, 'assembleMs'> {
   const lists = new Map<unknown, readonly PolicyEntry[]>()
   const unpack = (x: readonly PolicyEntry[] | undefined): readonly PolicyEntry[] | undefined => {
     if (!isPacked(x)) return x
