@@ -175,8 +175,9 @@ async function kernelBytes(ns: string, set: keyof typeof SET_TYPES, count: numbe
     for (let j = 0; j < per; j++) {
       const i = b * per + j
       const dst = set.startsWith('allow6') ? `2001:db8::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}` : `198.${18 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`
-      const src = set.startsWith('allow6') ? 'fd00::2 . ' : '10.0.0.2 . '
-      parts.push((set.endsWith('_dev') ? src : '') + dst + ' . tcp . 443 timeout 3600s')
+      // The device part of the key: an address of the destination's family, or a MAC.
+      const device = set.endsWith('_dev') ? (set.startsWith('allow6') ? 'fd00::2 . ' : '10.0.0.2 . ') : set.endsWith('_mac') ? '02:00:00:00:00:02 . ' : ''
+      parts.push(device + dst + ' . tcp . 443 timeout 3600s')
     }
     await nft.run(`add element inet slab s { ${parts.join(', ')} }\n`)
   }

@@ -10,7 +10,7 @@ import tls from 'node:tls'
 import { upstreamLabel, type Upstream } from '../config/upstream.js'
 import { answerMatches } from './wire.js'
 import { UpstreamFailure } from './upstream-failure.js'
-import { connectionFailure, tlsOptions, type SecureContext } from './upstream-secure.js'
+import { ConnectBackoff, connectionFailure, tlsOptions, type SecureContext } from './upstream-secure.js'
 
 /** Bounds of one upstream's sessions (src/dns/README.md, "Encrypted upstreams"). */
 export const DOH_LIMITS = {
@@ -202,9 +202,7 @@ export class DohUpstream {
   readonly label: string
   session: Buffer | undefined
   private readonly sessions: DohSession[] = []
-  private failures = 0
-  private retryAt = 0
-  private lastFailure: UpstreamFailure | null = null
+  private readonly backoff = new ConnectBackoff(DOH_LIMITS.backoffMinMs, DOH_LIMITS.backoffMaxMs)
   private stopped = false
 
   constructor(
@@ -231,7 +229,7 @@ export class DohUpstream {
       try {
         if (this.stopped) throw new UpstreamFailure('network', 'the resolver is stopping')
         const s = this.pick()
-        if (!(s instanceof DohSession)) throw s ?? this.lastFailure ?? new UpstreamFailure('network', `upstream ${this.label}: not connected`)
+        if (!(s instanceof DohSession)) throw s ?? this.backoff.last ?? new UpstreamFailure('network', `upstream ${this.label}: not connected`)
         return await s.request(query, questionEnd, deadline - performance.now())
       } catch (err) {
         const f = err as UpstreamFailure
@@ -250,18 +248,14 @@ export class DohUpstream {
     if (open >= DOH_LIMITS.sessions || this.sessions.length >= DOH_LIMITS.sessions * 2) {
       return new UpstreamFailure('busy', `upstream ${this.label}: ${DOH_LIMITS.sessions} sessions at their stream bound`)
     }
-    if (performance.now() < this.retryAt) {
-      return this.lastFailure === null ? null : new UpstreamFailure(this.lastFailure.reason, `${this.lastFailure.message} (no new connection for ${Math.ceil(this.retryAt - performance.now())} ms)`)
-    }
+    if (this.backoff.waiting) return this.backoff.failure()
     const s = new DohSession(this)
     this.sessions.push(s)
     return s
   }
 
   connected(_s: DohSession): void {
-    this.failures = 0
-    this.retryAt = 0
-    this.lastFailure = null
+    this.backoff.succeeded()
     this.ctx.metrics.upstreamConnections.inc(this.label, 'https')
   }
 
@@ -269,9 +263,7 @@ export class DohUpstream {
     const i = this.sessions.indexOf(s)
     if (i >= 0) this.sessions.splice(i, 1)
     if (s.secure) return
-    this.failures++
-    this.lastFailure = failure ?? new UpstreamFailure('network', `upstream ${this.label}: the connection closed before its handshake`)
-    this.retryAt = performance.now() + Math.min(DOH_LIMITS.backoffMaxMs, DOH_LIMITS.backoffMinMs * 2 ** Math.min(16, this.failures - 1))
+    this.backoff.failed(failure ?? new UpstreamFailure('network', `upstream ${this.label}: the connection closed before its handshake`))
   }
 
   close(): void {

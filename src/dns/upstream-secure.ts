@@ -92,3 +92,49 @@ export function connectionFailure(err: Error, label: string, secure: boolean, ct
   }
   return new UpstreamFailure(reason, `upstream ${label}: ${code !== '' ? code + ': ' : ''}${err.message}`)
 }
+
+/**
+ * When a pool may open its next connection: after each connection that ended before its
+ * handshake completed, the wait doubles from `minMs` up to `maxMs`; a completed handshake
+ * starts it over. While waiting, the last failure (with the wait left) stands in for a
+ * new connection, so a try fails at once instead of piling connects on a dead server.
+ */
+export class ConnectBackoff {
+  private failures = 0
+  private retryAt = 0
+  private lastFailure: UpstreamFailure | null = null
+
+  constructor(
+    private readonly minMs: number,
+    private readonly maxMs: number,
+  ) {}
+
+  /** True while no new connection may be opened. */
+  get waiting(): boolean {
+    return performance.now() < this.retryAt
+  }
+
+  /** The failure to report while waiting (null before any failure). */
+  failure(): UpstreamFailure | null {
+    const last = this.lastFailure
+    if (last === null) return null
+    return new UpstreamFailure(last.reason, `${last.message} (no new connection for ${Math.ceil(this.retryAt - performance.now())} ms)`)
+  }
+
+  /** The failure last recorded, as it was. */
+  get last(): UpstreamFailure | null {
+    return this.lastFailure
+  }
+
+  succeeded(): void {
+    this.failures = 0
+    this.retryAt = 0
+    this.lastFailure = null
+  }
+
+  failed(failure: UpstreamFailure): void {
+    this.failures++
+    this.lastFailure = failure
+    this.retryAt = performance.now() + Math.min(this.maxMs, this.minMs * 2 ** Math.min(16, this.failures - 1))
+  }
+}

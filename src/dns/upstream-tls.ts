@@ -8,7 +8,7 @@ import tls from 'node:tls'
 import { upstreamLabel, type Upstream } from '../config/upstream.js'
 import { answerMatches, HEADER_LEN } from './wire.js'
 import { UpstreamFailure } from './upstream-failure.js'
-import { connectionFailure, tlsOptions, type SecureContext } from './upstream-secure.js'
+import { ConnectBackoff, connectionFailure, tlsOptions, type SecureContext } from './upstream-secure.js'
 
 /** Bounds of one upstream's pool (src/dns/README.md, "Encrypted upstreams"). */
 export const DOT_LIMITS = {
@@ -175,9 +175,7 @@ export class DotUpstream {
   /** The last TLS session, offered when reconnecting (a resumed handshake). */
   session: Buffer | undefined
   private readonly conns: DotConnection[] = []
-  private failures = 0
-  private retryAt = 0
-  private lastFailure: UpstreamFailure | null = null
+  private readonly backoff = new ConnectBackoff(DOT_LIMITS.backoffMinMs, DOT_LIMITS.backoffMaxMs)
   private stopped = false
 
   constructor(
@@ -215,7 +213,7 @@ export class DotUpstream {
     if (this.stopped) return Promise.reject(new UpstreamFailure('network', 'the resolver is stopping'))
     const conn = this.pick()
     if (!(conn instanceof DotConnection)) {
-      return Promise.reject(conn ?? this.lastFailure ?? new UpstreamFailure('network', `upstream ${this.label}: not connected`))
+      return Promise.reject(conn ?? this.backoff.last ?? new UpstreamFailure('network', `upstream ${this.label}: not connected`))
     }
     return new Promise<Buffer>((resolve, reject) => {
       const p = conn.send(query, questionEnd, this.takeId)
@@ -241,10 +239,7 @@ export class DotUpstream {
     const canOpen = this.conns.length < DOT_LIMITS.connections
     if (best !== null && (best.load < DOT_LIMITS.spreadAt || !canOpen)) return best
     if (!canOpen) return new UpstreamFailure('busy', `upstream ${this.label}: ${DOT_LIMITS.connections} connections with ${DOT_LIMITS.inflight} queries outstanding each`)
-    if (performance.now() < this.retryAt) {
-      if (best !== null) return best
-      return this.lastFailure === null ? null : new UpstreamFailure(this.lastFailure.reason, `${this.lastFailure.message} (no new connection for ${Math.ceil(this.retryAt - performance.now())} ms)`)
-    }
+    if (this.backoff.waiting) return best ?? this.backoff.failure()
     const conn = new DotConnection(this)
     this.conns.push(conn)
     return conn
@@ -252,9 +247,7 @@ export class DotUpstream {
 
   /** A handshake completed: the backoff starts over. */
   connected(_conn: DotConnection): void {
-    this.failures = 0
-    this.retryAt = 0
-    this.lastFailure = null
+    this.backoff.succeeded()
     this.ctx.metrics.upstreamConnections.inc(this.label, 'tls')
   }
 
@@ -263,9 +256,7 @@ export class DotUpstream {
     const i = this.conns.indexOf(conn)
     if (i >= 0) this.conns.splice(i, 1)
     if (conn.secure) return
-    this.failures++
-    this.lastFailure = failure
-    this.retryAt = performance.now() + Math.min(DOT_LIMITS.backoffMaxMs, DOT_LIMITS.backoffMinMs * 2 ** Math.min(16, this.failures - 1))
+    this.backoff.failed(failure)
   }
 
   /** Stop: every connection closed, its outstanding queries failed. */
