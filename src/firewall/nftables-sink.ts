@@ -463,20 +463,10 @@ export class NftablesSink {
   }
 
   private enqueue(key: string, v4: boolean, timeout: number, expiresAt: number, k: Known | undefined): Batch | null {
-    let batch = this.pending
-    if (k !== undefined && k.batch !== null && k.batch === batch) {
-      // Already queued with a shorter timeout: raise it in place (no duplicate element).
-      const set = v4 ? batch.v4 : batch.v6
-      if (set.timeouts[k.index]! < timeout) set.timeouts[k.index] = timeout
-      if (k.expiresAt < expiresAt) k.expiresAt = expiresAt
-      return batch
-    }
-    batch = this.openBatch()
+    if (raiseQueued(this.pending, v4, k, timeout, expiresAt)) return this.pending
+    const batch = this.openBatch()
     if (batch === null) return null
-    const set = v4 ? batch.v4 : batch.v6
-    const index = set.keys.length
-    set.keys.push(key)
-    set.timeouts.push(timeout)
+    const index = queueElement(batch, v4, key, timeout)
     if (k !== undefined) {
       // Move to the young end: eviction takes the element written longest ago.
       this.known.delete(key)
@@ -493,20 +483,11 @@ export class NftablesSink {
 
   /** Scope device: as enqueue, and a new element first makes room under the bounds. */
   private enqueueDevice(client: string, key: string, v4: boolean, timeout: number, now: number, expiresAt: number, k: DeviceElement | undefined): Batch | null {
-    let batch = this.pending
-    if (k !== undefined && k.batch !== null && k.batch === batch) {
-      const set = v4 ? batch.v4 : batch.v6
-      if (set.timeouts[k.index]! < timeout) set.timeouts[k.index] = timeout
-      if (k.expiresAt < expiresAt) k.expiresAt = expiresAt
-      return batch
-    }
-    batch = this.openBatch()
+    if (raiseQueued(this.pending, v4, k, timeout, expiresAt)) return this.pending
+    const batch = this.openBatch()
     if (batch === null) return null
     if (k === undefined) this.makeRoom(client, now)
-    const set = v4 ? batch.v4 : batch.v6
-    const index = set.keys.length
-    set.keys.push(key)
-    set.timeouts.push(timeout)
+    const index = queueElement(batch, v4, key, timeout)
     ;(v4 ? batch.clients4 : batch.clients6).push(client)
     // Evicted earlier in this same batch and asked for again: keep it, do not delete it.
     ;(v4 ? batch.evict4 : batch.evict6).delete(key)
@@ -614,4 +595,24 @@ function written(set: SetBatch): number {
   let n = 0
   for (const t of set.timeouts) if (t !== 0) n++
   return n
+}
+
+/**
+ * An element already queued in `batch` (the pending one): its timeout and expiry are
+ * raised in place, so the batch holds no duplicate. False when it is not queued there.
+ */
+function raiseQueued(batch: Batch | null, v4: boolean, k: { batch: object | null; index: number; expiresAt: number } | undefined, timeout: number, expiresAt: number): boolean {
+  if (batch === null || k === undefined || k.batch !== batch) return false
+  const set = v4 ? batch.v4 : batch.v6
+  if (set.timeouts[k.index]! < timeout) set.timeouts[k.index] = timeout
+  if (k.expiresAt < expiresAt) k.expiresAt = expiresAt
+  return true
+}
+
+/** Appends an element to the batch's set of its family; returns its index there. */
+function queueElement(batch: Batch, v4: boolean, key: string, timeout: number): number {
+  const set = v4 ? batch.v4 : batch.v6
+  set.keys.push(key)
+  set.timeouts.push(timeout)
+  return set.keys.length - 1
 }
