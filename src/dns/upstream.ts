@@ -6,7 +6,7 @@ import { EgressdError, UpstreamTimeoutError } from '../errors.js'
 import type { Logger } from '../log/logger.js'
 import type { DnsMetrics, UpstreamTransport } from './metrics.js'
 import { formatIp, parseIpInto } from '../net/address.js'
-import { answerMatches, HEADER_LEN, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL } from './wire.js'
+import { answerMatches, HEADER_LEN, padQuery, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL } from './wire.js'
 import { UpstreamFailure } from './upstream-failure.js'
 import { DohUpstream } from './upstream-https.js'
 import { trustedCas, type SecureContext } from './upstream-secure.js'
@@ -192,7 +192,7 @@ export class UpstreamClient {
         else resolve(answer!)
       }
       this.tries.add(finish)
-      pool.exchange(query, questionEnd, this.timeoutMs).then((a) => finish(null, a), (e: Error) => finish(e))
+      pool.exchange(padQuery(query), questionEnd, this.timeoutMs).then((a) => finish(null, a), (e: Error) => finish(e))
     })
   }
 

@@ -316,6 +316,28 @@ export function buildUpstreamQuery(q: Uint8Array, info: QueryInfo, id: number): 
   return out
 }
 
+/** RFC 8467 §4.1: queries over an encrypted transport padded to a multiple of 128 octets (unbound's pad-queries-block-size). */
+export const QUERY_PADDING_BLOCK = 128
+
+/**
+ * `query` (as buildUpstreamQuery makes it: ending in our OPT with no options) with an
+ * EDNS Padding option (RFC 7830, code 12) that brings its length to a multiple of
+ * QUERY_PADDING_BLOCK, so the length of an encrypted query says little about the name
+ * asked. A query of any other shape is returned as it is.
+ */
+export function padQuery(query: Buffer): Buffer {
+  const len = query.length
+  const opt = len - OPT_LEN
+  if (opt < HEADER_LEN || query[opt] !== 0 || query.readUInt16BE(opt + 1) !== TYPE_OPT || query.readUInt16BE(len - 2) !== 0) return query
+  const pad = (QUERY_PADDING_BLOCK - ((len + 4) % QUERY_PADDING_BLOCK)) % QUERY_PADDING_BLOCK
+  const out = Buffer.alloc(len + 4 + pad)
+  query.copy(out, 0, 0, len)
+  out.writeUInt16BE(4 + pad, len - 2)
+  out.writeUInt16BE(12, len)
+  out.writeUInt16BE(pad, len + 2)
+  return out
+}
+
 /** Bytes an OPT takes with an optional EDE option carrying `text`. */
 export function optLength(ede: number, text: Uint8Array | null): number {
   return OPT_LEN + (ede > 0 ? 6 + (text === null ? 0 : text.length) : 0)

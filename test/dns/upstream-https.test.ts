@@ -85,7 +85,8 @@ t.test('POST application/dns-message to the configured path; Cache-Control ignor
   const s = await service(t, [`https://doh.test:${srv.port}/resolve?x=1#127.0.0.1`], caDir(ca.cert))
   t.equal((await dig('dig', s.port, ['q7.doh.test', 'A'])).answers[0]?.at(-1), '192.0.2.7')
   t.equal((await dig('dig', s.port, ['q7.doh.test', 'A'])).answers[0]?.at(-1), '192.0.2.7')
-  t.same(srv.seen[0], { method: 'POST', path: '/resolve?x=1', contentType: 'application/dns-message' })
+  // 40 bytes of query padded to 128 (RFC 8467 block padding, EDNS option 12).
+  t.same(srv.seen[0], { method: 'POST', path: '/resolve?x=1', contentType: 'application/dns-message', length: 128 })
   t.equal(srv.requests, 1, 'the second query came from the cache (TTL 300) despite "Cache-Control: max-age=0, no-store"')
   t.equal(srv.sessions, 1)
 })

@@ -107,6 +107,11 @@ t.test('answers out of order are matched by ID', async (t) => {
   const r = await Promise.all(Array.from({ length: 8 }, (_, i) => dig('dig', s.port, [`q${i + 1}.dot.test`, 'A'])))
   t.same(r.map((x) => x.answers[0]?.at(-1)), Array.from({ length: 8 }, (_, i) => `192.0.2.${i + 1}`))
   t.equal(srv.handshakes, 1, 'all eight pipelined on one connection')
+  t.same(new Set(srv.lengths), new Set([128]), 'every query padded to 128 bytes (RFC 8467)')
+  srv.mode = 'normal'
+  const long = `q9.${'a'.repeat(60)}.${'b'.repeat(60)}.dot.test`
+  t.equal((await dig('dig', s.port, [long, 'A'])).answers[0]?.at(-1), '192.0.2.9', 'a padded query is answered')
+  t.equal(srv.lengths.at(-1), 256, 'a 162-byte query is padded to the next block, 256')
 })
 
 t.test('server closing mid-pipeline: retried once on a fresh connection; closing again: SERVFAIL or the next upstream', async (t) => {

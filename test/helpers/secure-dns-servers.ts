@@ -38,6 +38,8 @@ export interface FakeDot {
   readonly accepted: number
   readonly handshakes: number
   readonly queries: number
+  /** The length of each query message received, in order. */
+  readonly lengths: number[]
   mode: DotMode
   close(): Promise<void>
 }
@@ -45,6 +47,7 @@ export interface FakeDot {
 export async function fakeDot(cert: { cert: string; key: string }, mode: DotMode, batch = 3): Promise<FakeDot> {
   const sockets = new Set<net.Socket>()
   const state = { accepted: 0, handshakes: 0, queries: 0, connIndex: 0 }
+  const lengths: number[] = []
   const server = tls.createServer({ ...cert, ALPNProtocols: ['dot'] }, (sock) => {
     state.handshakes++
     const index = state.connIndex++
@@ -57,6 +60,7 @@ export async function fakeDot(cert: { cert: string; key: string }, mode: DotMode
         const msg = buf.subarray(2, 2 + buf.readUInt16BE(0))
         buf = buf.subarray(2 + msg.length)
         state.queries++
+        lengths.push(msg.length)
         held.push(Buffer.from(msg))
         const m = f.mode
         if (m === 'normal' || (m === 'close-first' && index > 0)) {
@@ -92,6 +96,7 @@ export async function fakeDot(cert: { cert: string; key: string }, mode: DotMode
     get queries() {
       return state.queries
     },
+    lengths,
     mode,
     async close() {
       for (const s of sockets) s.destroy()
@@ -118,15 +123,15 @@ export interface FakeDoh {
   readonly requests: number
   /** Streams the client reset (RST_STREAM) rather than ending them. */
   readonly resets: number
-  /** Methods, paths and the Cache-Control sent on answers. */
-  readonly seen: { method: string; path: string; contentType: string }[]
+  /** Methods, paths, content types and body lengths of the requests. */
+  readonly seen: { method: string; path: string; contentType: string; length?: number }[]
   mode: DohMode
   close(): Promise<void>
 }
 
 export async function fakeDoh(cert: { cert: string; key: string }, mode: DohMode): Promise<FakeDoh> {
   const state = { sessions: 0, requests: 0, resets: 0 }
-  const seen: { method: string; path: string; contentType: string }[] = []
+  const seen: { method: string; path: string; contentType: string; length?: number }[] = []
   const live = new Set<http2.ServerHttp2Session>()
   const server = http2.createSecureServer({ ...cert, allowHTTP1: false })
   server.on('session', (s) => {
@@ -137,7 +142,8 @@ export async function fakeDoh(cert: { cert: string; key: string }, mode: DohMode
   })
   server.on('stream', (stream, headers) => {
     state.requests++
-    seen.push({ method: String(headers[':method']), path: String(headers[':path']), contentType: String(headers['content-type']) })
+    const request: (typeof seen)[number] = { method: String(headers[':method']), path: String(headers[':path']), contentType: String(headers['content-type']) }
+    seen.push(request)
     const chunks: Buffer[] = []
     stream.on('error', () => {})
     stream.on('close', () => {
@@ -158,6 +164,7 @@ export async function fakeDoh(cert: { cert: string; key: string }, mode: DohMode
         stream.end()
         return
       }
+      request.length = Buffer.concat(chunks).length
       const body = answerFor(Buffer.concat(chunks))
       stream.respond({ ':status': 200, 'content-type': m === 'wrong-type' ? 'text/html' : 'application/dns-message', 'cache-control': 'max-age=0, no-store' })
       stream.end(body)
