@@ -68,6 +68,13 @@ export function firewallMetrics(registry: Registry, gauges: FirewallGauges) {
         this.set(gauges.devices())
       },
     }),
+    /** Whether the ruleset reads the sets this sink fills: 1 yes, 0 no, -1 cannot tell (ruleset-scope.ts). */
+    rulesetScope: new Gauge({
+      name: 'egressd_firewall_ruleset_scope_match',
+      help: 'Whether the forward chain of the egressd table jumps to the scope chain of the sets egressd fills (EGRESSD_SCOPE of config/nftables/egressd.nft): ' +
+        '1 yes, 0 no (it jumps to another scope chain: devices are dropped), -1 unknown (no forward chain or no scope chain in it, nft unreadable, or not checked yet). Checked at start and after each reload.',
+      registers: [registry],
+    }),
     /** Scope device: live elements deleted to stay within a bound. */
     evicted: new FastCounter<'device' | 'total'>(
       registry,

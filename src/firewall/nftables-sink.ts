@@ -13,6 +13,7 @@ import {
   SCOPE_SETS, setGroup, type DeviceKey, type ListedElement, type RefreshMode, type Scope, type SetBatch, type SetGroup,
 } from './nft-script.js'
 import { KernelNeighbours, NeighbourTable, normalizeMac } from './neighbours.js'
+import { CHAIN_CONFIG, forwardChainArgs, forwardScopeChains, judgeRulesetScope, RULESET_SCOPE_VALUE, SCOPE_CHAINS, type RulesetScope } from './ruleset-scope.js'
 import { SpawnNftRunner, type NftRunner } from './nft-runner.js'
 
 export type { NftRunner } from './nft-runner.js'
@@ -137,6 +138,11 @@ export class NftablesSink {
   private readonly addedSlot6: number
   /** add-delete-add until the start-up probe shows this kernel refreshes on a plain add. */
   private refresh: RefreshMode = 'add-delete-add'
+  /** The mismatch last logged (its other chains), so a reload that finds the same one logs nothing. */
+  private loggedMismatch: string | null = null
+  /** The ruleset check running, and whether a reload asked for another after it. */
+  private checking: Promise<RulesetScope> | null = null
+  private checkAgain = false
 
   constructor(cfg: NftablesConfig, deps: NftablesSinkDeps) {
     if (!isValidTableName(cfg.table)) throw new InvalidArgumentError(`invalid nftables table name ${JSON.stringify(cfg.table)}`)
@@ -156,6 +162,7 @@ export class NftablesSink {
       elements: () => (this.scope === 'device' ? this.book.size : this.known.size),
       devices: () => this.book.deviceCount,
     })
+    this.metrics.rulesetScope.set(RULESET_SCOPE_VALUE.unknown)
     this.addedSlot4 = this.metrics.added.slot('ipv4')
     this.addedSlot6 = this.metrics.added.slot('ipv6')
     const reads = { 4: this.metrics.neighbourReads.slot('ipv4'), 6: this.metrics.neighbourReads.slot('ipv6') }
@@ -202,7 +209,66 @@ export class NftablesSink {
     const retired = await this.retireOtherScope()
     const reconciled = this.group !== 'shared' ? await this.reconcile() : 0
     this.refresh = await this.probeRefresh()
-    this.log.info({ table: this.table, scope: this.scope, deviceKey: this.scope === 'device' ? this.deviceKey : undefined, sets: SCOPE_SETS[this.group], refresh: this.refresh, reconciled, otherScope: retired, ms: this.now() - t0 }, 'nftables sets ready')
+    const ruleset = await this.checkRuleset()
+    this.log.info({ table: this.table, scope: this.scope, deviceKey: this.scope === 'device' ? this.deviceKey : undefined, sets: SCOPE_SETS[this.group], refresh: this.refresh, reconciled, otherScope: retired, ruleset, ms: this.now() - t0 }, 'nftables sets ready')
+  }
+
+  /**
+   * Reads the forward chain of this sink's table and tells whether it jumps to the
+   * scope chain of the sets this sink fills (config/nftables/egressd.nft, define
+   * EGRESSD_SCOPE). A mismatch drops every device while egressd looks healthy, so it
+   * is logged as an error (once per distinct mismatch) and set in
+   * egressd_firewall_ruleset_scope_match. No forward chain, or one that names no scope
+   * chain, is the operator's own ruleset: unknown, never an error. Never rejects; calls
+   * made while one runs share a single further run.
+   */
+  checkRuleset(): Promise<RulesetScope> {
+    if (this.checking !== null) {
+      // The running check may have read the chain before the change: one more run after it, shared.
+      this.checkAgain = true
+      return this.checking
+    }
+    const run = this.readRulesetScope().then((verdict) => {
+      this.checking = null
+      if (this.checkAgain) {
+        this.checkAgain = false
+        return this.checkRuleset()
+      }
+      return verdict
+    })
+    this.checking = run
+    return run
+  }
+
+  private async readRulesetScope(): Promise<RulesetScope> {
+    const query = this.runner.query?.bind(this.runner)
+    let listing: string | null = null
+    if (query !== undefined) {
+      try {
+        listing = await query(forwardChainArgs(this.table))
+      } catch (err) {
+        // "No such file or directory": no such table or chain, the operator's own ruleset.
+        if (!/No such file or directory/.test(String((err as Error | null)?.message))) this.log.warn({ err, table: this.table }, "could not read the forward chain to check the ruleset's scope")
+      }
+    }
+    const own = SCOPE_CHAINS[this.group]
+    const found = listing === null ? null : forwardScopeChains(listing)
+    const { verdict, others } = judgeRulesetScope(found, this.group)
+    this.metrics.rulesetScope.set(RULESET_SCOPE_VALUE[verdict])
+    if (verdict !== 'mismatch') {
+      this.loggedMismatch = null
+      return verdict
+    }
+    const key = others.join(',')
+    if (this.loggedMismatch !== key) {
+      this.loggedMismatch = key
+      this.log.error(
+        { table: this.table, scope: this.scope, deviceKey: this.deviceKey, jumpsTo: found, expected: own, fix: `define EGRESSD_SCOPE = "${own}"` },
+        `the ruleset's forward chain (table inet ${this.table}) jumps to ${others.join(' and ')}, whose sets egressd does not fill: devices are dropped. ` +
+          `Set define EGRESSD_SCOPE = "${own}" in the ruleset and load it, or configure firewall.nftables ${CHAIN_CONFIG[others[0]!]} and restart; then reload egressd to check again`,
+      )
+    }
+    return verdict
   }
 
   /**
@@ -423,6 +489,8 @@ export class NftablesSink {
     this.book.perDevice = cfg.maxElementsPerDevice
     this.book.total = cfg.maxElements
     this.cfg = { ...cfg, table: this.table, scope: this.scope, deviceKey: this.deviceKey }
+    // A reload is when an operator who just edited EGRESSD_SCOPE learns whether it fits.
+    if (!this.stopped) void this.checkRuleset()
   }
 
   /**
