@@ -355,7 +355,7 @@ t.test('refresh probe: a kernel that refreshes on add gets one add per set', asy
   t.match(runner.scripts[1], new RegExp(`^add table inet ${probeTable}\ndelete table inet ${probeTable}\nadd table inet ${probeTable}\n`), 'starts from an empty table')
   t.match(runner.scripts[1], /timeout 10s/)
   t.match(runner.scripts[2], /^add element inet egressd_probe_\d+ s \{ 192\.0\.2\.1 \. tcp \. 9 timeout 3600s \}\n$/)
-  t.same(runner.queries, [['-j', 'list', 'set', 'inet', probeTable, 's']])
+  t.same(runner.queries, [['-j', 'list', 'set', 'inet', probeTable, 's'], ['-j', 'list', 'chain', 'inet', 'egressd', 'forward']], 'the probe listing, then the ruleset scope check')
   t.equal(runner.scripts[3], `delete table inet ${probeTable}\n`)
   t.notMatch(runner.scripts.slice(1).join(''), /\begressd (allow4|allow6)\b/, 'the probe never touches the real sets')
   t.match(lines.find((l) => l.msg === 'nftables sets ready'), { refresh: 'add' })
