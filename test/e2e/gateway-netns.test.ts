@@ -357,30 +357,41 @@ const DEVICE_B6 = 'fd77::3'
 const SHORT_TTL = 2
 const SHORT_GRACE = 2
 
-t.test('scope device: an answer opens the destination only for the device that asked', { skip: skip ?? false }, async (t) => {
-  const topo = new Topology(process.pid)
-  const dir = mkdtempSync(join(tmpdir(), 'egressd-netns-dev-'))
-  let world: NsProcess | null = null
-  let daemon: NsProcess | null = null
+/** The device-scope tests' segment; `t` ends it: egressd, the world, the namespaces and the files. */
+interface DeviceSegment {
+  readonly topo: Topology
+  readonly dir: string
+  world: NsProcess | null
+  daemon: NsProcess | null
+}
+
+function deviceSegment(t: Tap, prefix: string): DeviceSegment {
+  const seg: DeviceSegment = { topo: new Topology(process.pid), dir: mkdtempSync(join(tmpdir(), prefix)), world: null, daemon: null }
   t.teardown(async () => {
-    await daemon?.stop()
-    await world?.stop(2000)
-    await topo.cleanup()
-    rmSync(dir, { recursive: true, force: true })
+    await seg.daemon?.stop()
+    await seg.world?.stop(2000)
+    await seg.topo.cleanup()
+    rmSync(seg.dir, { recursive: true, force: true })
   })
-  const { dev, gw } = topo.ns
-  await topo.build([NTP_POOL, NTP_POOL6])
-  await inNs(dev, 'ip', 'addr', 'add', `${DEVICE_B}/24`, 'dev', 'eth0')
-  await inNs(dev, 'ip', '-6', 'addr', 'add', `${DEVICE_B6}/64`, 'dev', 'eth0', 'nodad')
+  return seg
+}
+
+/**
+ * Starts the world (ntp.example → both NTP pools, answered with `ttl`), loads the ruleset
+ * with EGRESSD_SCOPE = `scopeChain`, then egressd in scope device (plus `firewall`'s
+ * lines under firewall.nftables) allowing ntp.example on 123/udp; resolves once ready.
+ */
+async function startDeviceGateway(seg: DeviceSegment, o: { ttl: number; scopeChain: string; metrics: string; firewall: string[] }): Promise<NsProcess> {
   const file = (name: string, text: string) => {
-    const p = join(dir, name)
+    const p = join(seg.dir, name)
     writeFileSync(p, text)
     return p
   }
-  const spec = { dns: { host: WORLD, port: 53, ttl: SHORT_TTL, zone: { 'ntp.example': [NTP_POOL, NTP_POOL6] } }, https: [], udp: [NTP_POOL, NTP_POOL6].map((host) => ({ host, port: 123 })) }
-  world = spawnInNs(topo.ns.world, [WORLD_SCRIPT, file('world.json', JSON.stringify(spec))])
-  await world.waitFor((l) => l.ev === 'ready', 'world ready')
-  await inNs(gw, 'nft', '-f', file('egressd.nft', templateWithDefines({ DEVICE_IF: '"lan0"', WAN_IF: '"wan0"', EGRESSD_SNI_PORT: '8443', EGRESSD_DNS_PORT: '53', EGRESSD_SCOPE: '"device_scope"' })))
+  const spec = { dns: { host: WORLD, port: 53, ttl: o.ttl, zone: { 'ntp.example': [NTP_POOL, NTP_POOL6] } }, https: [], udp: [NTP_POOL, NTP_POOL6].map((host) => ({ host, port: 123 })) }
+  seg.world = spawnInNs(seg.topo.ns.world, [WORLD_SCRIPT, file('world.json', JSON.stringify(spec))])
+  await seg.world.waitFor((l) => l.ev === 'ready', 'world ready')
+  const gw = seg.topo.ns.gw
+  await inNs(gw, 'nft', '-f', file('egressd.nft', templateWithDefines({ DEVICE_IF: '"lan0"', WAN_IF: '"wan0"', EGRESSD_SNI_PORT: '8443', EGRESSD_DNS_PORT: '53', EGRESSD_SCOPE: `"${o.scopeChain}"` })))
   const config = file(
     'egressd.yaml',
     [
@@ -391,18 +402,29 @@ t.test('scope device: an answer opens the destination only for the device that a
       'sni:',
       `  listen: ["${GATEWAY_LAN}:8443"]`,
       'metrics:',
-      '  listen: null',
+      `  listen: ${o.metrics}`,
       'firewall:',
       '  nftables:',
       '    enabled: true',
       '    scope: device',
-      `    grace_seconds: ${SHORT_GRACE}`,
+      ...o.firewall,
       'allow: [{name: "ntp.example", ports: [123/udp]}]',
       '',
     ].join('\n'),
   )
-  daemon = spawnInNs(gw, [CLI, 'run', '-c', config])
-  await daemon.waitFor(logMsg('ready'), 'egressd ready')
+  seg.daemon = spawnInNs(gw, [CLI, 'run', '-c', config])
+  await seg.daemon.waitFor(logMsg('ready'), 'egressd ready')
+  return seg.daemon
+}
+
+t.test('scope device: an answer opens the destination only for the device that asked', { skip: skip ?? false }, async (t) => {
+  const seg = deviceSegment(t, 'egressd-netns-dev-')
+  const { dev, gw } = seg.topo.ns
+  await seg.topo.build([NTP_POOL, NTP_POOL6])
+  await inNs(dev, 'ip', 'addr', 'add', `${DEVICE_B}/24`, 'dev', 'eth0')
+  await inNs(dev, 'ip', '-6', 'addr', 'add', `${DEVICE_B6}/64`, 'dev', 'eth0', 'nodad')
+  const daemon = await startDeviceGateway(seg, { ttl: SHORT_TTL, scopeChain: 'device_scope', metrics: 'null', firewall: [`    grace_seconds: ${SHORT_GRACE}`] })
+  const world = seg.world
   t.match(daemon.lines.find(logMsg('nftables sets ready')), { scope: 'device', otherScope: 'emptied' }, 'device sets ready; the shared ones emptied (the ruleset names them)')
 
   const probe = async (from: string, args: string[], qtype = 'A') => {
@@ -458,52 +480,14 @@ t.test('scope device: an answer opens the destination only for the device that a
 // in a namespace of its own, Topology.addDevice): the rules tell devices apart by
 // source MAC, so a second address on A's interface would be A.
 t.test('scope device, device_key mac: a device reaches the other family\'s answer; another MAC is dropped', { skip: skip ?? false }, async (t) => {
-  const topo = new Topology(process.pid)
-  const dir = mkdtempSync(join(tmpdir(), 'egressd-netns-mac-'))
-  let world: NsProcess | null = null
-  let daemon: NsProcess | null = null
-  t.teardown(async () => {
-    await daemon?.stop()
-    await world?.stop(2000)
-    await topo.cleanup()
-    rmSync(dir, { recursive: true, force: true })
-  })
-  const { dev, gw } = topo.ns
-  await topo.build([NTP_POOL, NTP_POOL6])
-  const devB = await topo.addDevice(DEVICE_B, DEVICE_B6)
+  const seg = deviceSegment(t, 'egressd-netns-mac-')
+  const { dev, gw } = seg.topo.ns
+  await seg.topo.build([NTP_POOL, NTP_POOL6])
+  const devB = await seg.topo.addDevice(DEVICE_B, DEVICE_B6)
   const macA = await macOf(dev, 'eth0')
   t.not(macA, devB.mac, `two MACs on the segment: A ${macA}, B ${devB.mac}`)
-  const file = (name: string, text: string) => {
-    const p = join(dir, name)
-    writeFileSync(p, text)
-    return p
-  }
-  const spec = { dns: { host: WORLD, port: 53, ttl: 60, zone: { 'ntp.example': [NTP_POOL, NTP_POOL6] } }, https: [], udp: [NTP_POOL, NTP_POOL6].map((host) => ({ host, port: 123 })) }
-  world = spawnInNs(topo.ns.world, [WORLD_SCRIPT, file('world.json', JSON.stringify(spec))])
-  await world.waitFor((l) => l.ev === 'ready', 'world ready')
-  await inNs(gw, 'nft', '-f', file('egressd.nft', templateWithDefines({ DEVICE_IF: '"lan0"', WAN_IF: '"wan0"', EGRESSD_SNI_PORT: '8443', EGRESSD_DNS_PORT: '53', EGRESSD_SCOPE: '"device_mac_scope"' })))
-  const config = file(
-    'egressd.yaml',
-    [
-      'dns:',
-      `  listen: ["${GATEWAY_LAN}:53", "[${GATEWAY_LAN6}]:53"]`,
-      `  upstreams: ["${WORLD}:53"]`,
-      '  clients: [192.168.77.0/24, "fd77::/64"]',
-      'sni:',
-      `  listen: ["${GATEWAY_LAN}:8443"]`,
-      'metrics:',
-      '  listen: "127.0.0.1:9153"',
-      'firewall:',
-      '  nftables:',
-      '    enabled: true',
-      '    scope: device',
-      '    device_key: mac',
-      'allow: [{name: "ntp.example", ports: [123/udp]}]',
-      '',
-    ].join('\n'),
-  )
-  daemon = spawnInNs(gw, [CLI, 'run', '-c', config])
-  await daemon.waitFor(logMsg('ready'), 'egressd ready')
+  const daemon = await startDeviceGateway(seg, { ttl: 60, scopeChain: 'device_mac_scope', metrics: '"127.0.0.1:9153"', firewall: ['    device_key: mac'] })
+  const world = seg.world
   t.match(daemon.lines.find(logMsg('nftables sets ready')), { scope: 'device', deviceKey: 'mac', sets: ['allow4_mac', 'allow6_mac'], otherScope: 'emptied' })
 
   const probe = async (ns: string, args: string[], qtype = 'A') => {
