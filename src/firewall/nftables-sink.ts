@@ -41,6 +41,12 @@ export interface NftablesSinkDeps {
   readonly maxPending?: number
   /** device_key mac: where MACs come from (default: this kernel's neighbour tables). */
   readonly neighbours?: NeighbourTable
+  /**
+   * How often the ruleset's scope is checked again between reloads (default 60 000 ms;
+   * 0: only at start and reload), so the mismatch gauge and its alert clear within a
+   * minute of the operator loading a fixed ruleset. One `nft -j list chain` each.
+   */
+  readonly rulesetCheckMs?: number
 }
 
 /** One nft run's worth of elements and the callers waiting for it. */
@@ -143,6 +149,8 @@ export class NftablesSink {
   /** The ruleset check running, and whether a reload asked for another after it. */
   private checking: Promise<RulesetScope> | null = null
   private checkAgain = false
+  private rulesetTimer: NodeJS.Timeout | null = null
+  private readonly rulesetCheckMs: number
 
   constructor(cfg: NftablesConfig, deps: NftablesSinkDeps) {
     if (!isValidTableName(cfg.table)) throw new InvalidArgumentError(`invalid nftables table name ${JSON.stringify(cfg.table)}`)
@@ -155,6 +163,7 @@ export class NftablesSink {
     this.runner = deps.runner ?? new SpawnNftRunner()
     this.now = deps.now ?? Date.now
     this.maxKnown = Math.max(1, deps.maxKnown ?? 65_536)
+    this.rulesetCheckMs = deps.rulesetCheckMs ?? 60_000
     this.maxPending = Math.max(1, Math.min(deps.maxPending ?? 16_384, this.maxKnown))
     this.book = new DeviceElements(cfg.maxElementsPerDevice, cfg.maxElements)
     this.metrics = firewallMetrics(deps.registry, {
@@ -210,6 +219,10 @@ export class NftablesSink {
     const reconciled = this.group !== 'shared' ? await this.reconcile() : 0
     this.refresh = await this.probeRefresh()
     const ruleset = await this.checkRuleset()
+    if (this.rulesetCheckMs > 0 && !this.stopped) {
+      this.rulesetTimer = setInterval(() => void this.checkRuleset(), this.rulesetCheckMs)
+      this.rulesetTimer.unref()
+    }
     this.log.info({ table: this.table, scope: this.scope, deviceKey: this.scope === 'device' ? this.deviceKey : undefined, sets: SCOPE_SETS[this.group], refresh: this.refresh, reconciled, otherScope: retired, ruleset, ms: this.now() - t0 }, 'nftables sets ready')
   }
 
@@ -256,6 +269,7 @@ export class NftablesSink {
     const { verdict, others } = judgeRulesetScope(found, this.group)
     this.metrics.rulesetScope.set(RULESET_SCOPE_VALUE[verdict])
     if (verdict !== 'mismatch') {
+      if (this.loggedMismatch !== null && verdict === 'match') this.log.info({ table: this.table, chain: own }, "the ruleset's forward chain now reads the sets egressd fills")
       this.loggedMismatch = null
       return verdict
     }
@@ -265,7 +279,7 @@ export class NftablesSink {
       this.log.error(
         { table: this.table, scope: this.scope, deviceKey: this.deviceKey, jumpsTo: found, expected: own, fix: `define EGRESSD_SCOPE = "${own}"` },
         `the ruleset's forward chain (table inet ${this.table}) jumps to ${others.join(' and ')}, whose sets egressd does not fill: devices are dropped. ` +
-          `Set define EGRESSD_SCOPE = "${own}" in the ruleset and load it, or configure firewall.nftables ${CHAIN_CONFIG[others[0]!]} and restart; then reload egressd to check again`,
+          `Set define EGRESSD_SCOPE = "${own}" in the ruleset and load it, or configure firewall.nftables ${CHAIN_CONFIG[others[0]!]} and restart; egressd checks again every minute and at each reload`,
       )
     }
     return verdict
@@ -499,6 +513,8 @@ export class NftablesSink {
    */
   async stop(): Promise<void> {
     this.stopped = true
+    if (this.rulesetTimer !== null) clearInterval(this.rulesetTimer)
+    this.rulesetTimer = null
     while (this.running !== null || this.pending !== null) {
       if (this.running === null) this.flush()
       await (this.running ?? this.pending)?.promise

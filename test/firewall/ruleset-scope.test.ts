@@ -66,11 +66,11 @@ class ListingRunner implements NftRunner {
   }
 }
 
-function setup(scope: 'shared' | 'device' = 'shared', deviceKey: 'address' | 'mac' = 'address') {
+function setup(scope: 'shared' | 'device' = 'shared', deviceKey: 'address' | 'mac' = 'address', rulesetCheckMs?: number) {
   const runner = new ListingRunner()
   const registry = new Registry()
   const { log, lines } = captureLogger()
-  const sink = new NftablesSink({ enabled: true, table: 'egressd', graceSeconds: 60, scope, deviceKey, maxElementsPerDevice: 1024, maxElements: 65_536 }, { log, registry, runner })
+  const sink = new NftablesSink({ enabled: true, table: 'egressd', graceSeconds: 60, scope, deviceKey, maxElementsPerDevice: 1024, maxElements: 65_536 }, { log, registry, runner, rulesetCheckMs })
   const gauge = async () => (await registry.getSingleMetric('egressd_firewall_ruleset_scope_match')!.get()).values[0]?.value
   const errors = () => lines.filter((l) => l.level === 50)
   return { runner, sink, lines, gauge, errors }
@@ -115,6 +115,24 @@ t.test('start with a mismatching define: one error naming the define to set, gau
   t.equal(await sink.checkRuleset(), 'mismatch')
   t.equal(errors().length, 3, 'broken again after a fix: logged again')
   await sink.stop()
+})
+
+t.test('between reloads the check runs on its interval: a ruleset fixed after start clears the gauge without a reload; stop ends it', async (t) => {
+  const { sink, runner, gauge, errors, lines } = setup('device', 'address', 50)
+  runner.listing = fixture('shared_scope')
+  await sink.start()
+  t.equal(await gauge(), 0, 'mismatch at start')
+  t.equal(errors().length, 1)
+  runner.listing = fixture('device_scope')
+  const deadline = Date.now() + 5000
+  while ((await gauge()) !== 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  t.equal(await gauge(), 1, 'the operator loaded the right define; no reload was needed')
+  t.ok(lines.some((l) => l.level === 30 && /now reads the sets egressd fills/.test(String(l.msg))), 'the fix is logged')
+  t.equal(errors().length, 1, 'no second error')
+  await sink.stop()
+  const after = runner.queries.length
+  await new Promise((r) => setTimeout(r, 200))
+  t.equal(runner.queries.length, after, 'no check after stop')
 })
 
 t.test('no forward chain, no scope chain in it, or nft failing: unknown (-1), never an error', async (t) => {
