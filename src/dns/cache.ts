@@ -14,6 +14,11 @@ export interface StoredAnswer {
   readonly lifetime: number
   /** An address anywhere in the answer (A/AAAA in any section, SVCB/HTTPS hints) is private (rebinding check at serve time). */
   readonly hasPrivate: boolean
+  /**
+   * Why an HTTPS/SVCB record of this answer could not be read by `dns.ech: strip`
+   * (svcb-ech.ts); set only in strip mode. Such an answer is served as SERVFAIL, never relayed.
+   */
+  readonly svcbMalformed?: string
   /** CNAME/DNAME targets of the question's name, in chain order, as lowercase wire names (cname-chain.ts). */
   readonly aliases?: readonly Buffer[]
   /** A/AAAA after CNAMEs; computed when first needed (sink, lookup), then kept. */

@@ -9,13 +9,12 @@ import { Decision, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK, type D
 import type { Policy } from '../policy/match.js'
 import type { Rule } from '../policy/types.js'
 import { AnswerFeed, type AllowedAnswer, type AllowedAnswerSink } from './answer-sink.js'
-import { packAnswer, type StoredAnswer } from './cache.js'
+import type { StoredAnswer } from './cache.js'
 import { ClientAcl } from './client-acl.js'
 import type { DnsMetrics } from './metrics.js'
 import { wireNameText } from './name-text.js'
 import { RateLimiter } from './rate-limiter.js'
 import { Resolver } from './resolver.js'
-import { EchStrip, hasServiceRecord, stripEch, STRIP_MALFORMED, STRIP_UNCHANGED } from './svcb-ech.js'
 import {
   buildAnyReply,
   buildBadvers,
@@ -41,7 +40,6 @@ import {
   RCODE_REFUSED,
   RCODE_SERVFAIL,
   renderAnswer,
-  scanAnswer,
   TYPE_ANY,
   TYPE_AXFR,
   TYPE_IXFR,
@@ -117,13 +115,6 @@ export class QueryHandler {
   private readonly blockLog = new LogLimiter(100)
   private readonly eventLog = new LogLimiter(20)
   private rateToggle = 0
-  private readonly echStrip = new EchStrip()
-  /**
-   * Upstream answer → its stripped copy, for queries that joined the same upstream flight
-   * (they get the raw entry from the shared promise): stripped and counted once. Weak, so
-   * it holds nothing the cache has dropped.
-   */
-  private readonly strippedOf = new WeakMap<StoredAnswer, StoredAnswer>()
   /** Every decision line goes through here: the log, and the tap (DnsDeps.tap) when set. */
   private readonly emit: (event: DecisionEvent) => void
 
@@ -147,8 +138,8 @@ export class QueryHandler {
   }
 
   update(policy: DnsPolicy): void {
-    // Cached answers were stored under the old `dns.ech`: stripped ones must not outlive a
-    // switch to pass (nor raw ones a switch to strip, though hits would strip those).
+    // Cached answers were stored under the old `dns.ech` (Resolver.store strips them): stripped
+    // ones must not outlive a switch to pass, nor raw ones a switch to strip.
     if (policy.settings.ech !== this.state.settings.ech) this.resolver.cache.clear()
     this.state = new State(policy, this.state)
     this.info.maxUdpSize = policy.settings.maxUdpPayload
@@ -228,12 +219,12 @@ export class QueryHandler {
     const hit = this.resolver.cache.get(key)
     if (hit !== undefined) {
       m.cacheHits.inc(0)
-      return this.serve(hit, key, q, info, st, rule, client, viaTcp, false)
+      return this.serve(hit, q, info, st, rule, client, viaTcp, false)
     }
     m.cacheMisses.inc(0)
     const kept = Object.assign(new QueryInfo(), info)
     return this.resolver.fetch(key, q, kept, viaTcp, client).then(
-      (entry) => this.serve(entry, key, q, kept, this.state, rule, client, viaTcp, true),
+      (entry) => this.serve(entry, q, kept, this.state, rule, client, viaTcp, true),
       (err: unknown) => {
         if (err instanceof OverloadError) m.overload.inc(0)
         m.response(RCODE_SERVFAIL)
@@ -289,7 +280,6 @@ export class QueryHandler {
   /** The client's answer from a stored one: alias targets, `dns.ech`, rebinding check, render, firewall sink. */
   private serve(
     entry: StoredAnswer,
-    key: string,
     q: Buffer,
     info: QueryInfo,
     st: State,
@@ -306,12 +296,8 @@ export class QueryHandler {
         if (d.verdict === VERDICT_BLOCKED) return this.cnameBlocked(q, info, st, client, target, d)
       }
     }
-    // `dns.ech: strip`; answers without HTTPS/SVCB records cost one read per record here.
-    if (st.settings.ech === 'strip' && hasServiceRecord(entry.wire, entry.ttlOffsets)) {
-      const stripped = this.withoutEch(entry, key)
-      if (stripped === null) return this.svcbMalformed(q, info, rule, client)
-      entry = stripped
-    }
+    // `dns.ech: strip` ran when the answer was stored (Resolver.store); one it could not read is never relayed.
+    if (entry.svcbMalformed !== undefined) return this.svcbMalformed(q, info, rule, client, entry.svcbMalformed)
     if (entry.hasPrivate && st.settings.rebindProtection && !this.exempt(st, q)) {
       m.rebindBlocked.inc(0)
       m.response(RCODE_SERVFAIL)
@@ -335,44 +321,14 @@ export class QueryHandler {
     return wait === null ? reply : wait.then(() => reply)
   }
 
-  /**
-   * The stored answer without `ech` params (svcb-ech.ts): itself when it has none, a new
-   * entry (same age and lifetime) that replaces it in the cache when it had some, so hits
-   * serve the stripped copy and it is counted once per upstream answer; null when an
-   * HTTPS/SVCB record is malformed. `hasPrivate` is kept as it was: a removed record's
-   * hint may have set it, and staying SERVFAIL then errs on the safe side.
-   */
-  private withoutEch(entry: StoredAnswer, key: string): StoredAnswer | null {
-    const done = this.strippedOf.get(entry)
-    if (done !== undefined) return done
-    const r = this.echStrip
-    const res = stripEch(entry.wire, entry.wire.length, r)
-    if (res === STRIP_UNCHANGED) return entry
-    if (res === STRIP_MALFORMED) return null
-    const out = r.out!
-    // The rewrite keeps every name and length valid (its tests check it with this scan),
-    // so this cannot fail; the check keeps a broken rewrite from ever being relayed.
-    const scan = scanAnswer(out, out.length)
-    if (scan === null) return null
-    const m = this.metrics
-    if (r.params > 0) m.echStripped.incLabel('param', r.params)
-    if (r.records > 0) m.echStripped.incLabel('record', r.records)
-    if (r.signatures > 0) m.echStripped.incLabel('rrsig', r.signatures)
-    const { wire, ttlOffsets, ttls } = packAnswer(out, scan)
-    const stripped: StoredAnswer = { ...entry, wire, ttlOffsets, ttls, addresses: null }
-    this.resolver.cache.set(key, stripped)
-    this.strippedOf.set(entry, stripped)
-    return stripped
-  }
-
   /** An HTTPS/SVCB answer `dns.ech: strip` cannot read (svcb-ech.ts): SERVFAIL + EDE 24 "Invalid Data". */
-  private svcbMalformed(q: Buffer, info: QueryInfo, rule: Rule, client: string): Buffer {
+  private svcbMalformed(q: Buffer, info: QueryInfo, rule: Rule, client: string, reason: string): Buffer {
     const m = this.metrics
     m.svcbMalformed.inc(0)
     m.response(RCODE_SERVFAIL)
     if (this.eventLog.allow()) {
       this.log.warn(
-        { client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype), rule: rule.pattern, reason: this.echStrip.reason },
+        { client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype), rule: rule.pattern, reason },
         'HTTPS/SVCB answer not relayed: malformed SvcParams (dns.ech: strip)',
       )
     }

@@ -2,6 +2,7 @@ import type { DnsConfig } from '../config/types.js'
 import { EgressdError, OverloadError } from '../errors.js'
 import { FairShare } from '../fair-share.js'
 import { DnsCache, packAnswer, type StoredAnswer } from './cache.js'
+import { EchStrip, hasServiceRecord, stripEch, STRIP_MALFORMED, STRIP_UNCHANGED } from './svcb-ech.js'
 import type { Logger } from '../log/logger.js'
 import type { DnsMetrics } from './metrics.js'
 import { isPrivateAddress } from '../net/private-ranges.js'
@@ -81,6 +82,8 @@ export class Resolver {
   private readonly shares: FairShare
   /** Lower-case name → what `lookup` last found for it (see cachedAddresses). Insertion order is age. */
   private readonly addressCache = new Map<string, CachedAddresses>()
+  /** Scratch of `dns.ech: strip` (svcb-ech.ts), reused for every upstream answer. */
+  private readonly echStrip = new EchStrip()
 
   constructor(
     settings: DnsConfig,
@@ -204,16 +207,41 @@ export class Resolver {
       }
       aliases = chain
     }
-    const { wire, ttlOffsets, ttls } = packAnswer(answer, scan)
+    let packed = packAnswer(answer, scan)
+    let svcbMalformed: string | undefined
+    // `dns.ech: strip`, once per upstream answer, before it is cached: hits and the
+    // queries that joined this flight serve the stripped copy as it is. `hasPrivate`
+    // stays the raw answer's: a removed record's hint may have set it, and staying
+    // SERVFAIL then errs on the safe side.
+    if (this.settings.ech === 'strip' && hasServiceRecord(packed.wire, packed.ttlOffsets)) {
+      const r = this.echStrip
+      const res = stripEch(answer, answer.length, r)
+      if (res === STRIP_MALFORMED) svcbMalformed = r.reason
+      else if (res !== STRIP_UNCHANGED) {
+        const out = r.out!
+        // The rewrite keeps every name and length valid (its tests check it with this
+        // scan), so this cannot fail; the check keeps a broken rewrite from being relayed.
+        const rescan = scanAnswer(out, out.length)
+        if (rescan === null) svcbMalformed = 'the rewritten answer did not scan'
+        else {
+          const m = this.metrics
+          if (r.params > 0) m.echStripped.incLabel('param', r.params)
+          if (r.records > 0) m.echStripped.incLabel('record', r.records)
+          if (r.signatures > 0) m.echStripped.incLabel('rrsig', r.signatures)
+          packed = packAnswer(out, rescan)
+        }
+      }
+    }
     const entry: StoredAnswer = {
       aliases,
-      wire,
-      ttlOffsets,
-      ttls,
+      wire: packed.wire,
+      ttlOffsets: packed.ttlOffsets,
+      ttls: packed.ttls,
       rcode: scan.rcode,
       storedAt: this.now(),
       lifetime,
       hasPrivate,
+      svcbMalformed,
       addresses: null,
     }
     this.cache.set(key, entry)
