@@ -10,7 +10,7 @@ import tls from 'node:tls'
 import { upstreamLabel, type Upstream } from '../config/upstream.js'
 import { answerMatches } from './wire.js'
 import { UpstreamFailure } from './upstream-failure.js'
-import { ConnectBackoff, connectionFailure, tlsOptions, type SecureContext } from './upstream-secure.js'
+import { ConnectBackoff, connectionFailure, IdleTimer, tlsOptions, type SecureContext } from './upstream-secure.js'
 
 /** Bounds of one upstream's sessions (src/dns/README.md, "Encrypted upstreams"). */
 export const DOH_LIMITS = {
@@ -47,7 +47,11 @@ class DohSession {
   closed = false
   /** Why the session ends when egressd or a GOAWAY ends it; otherwise the server or an error did. */
   private ending: 'idle' | 'goaway' | 'stop' | null = null
-  private idle: NodeJS.Timeout | null = null
+  private readonly idle = new IdleTimer(DOH_LIMITS.idleMs, () => {
+    this.draining = true
+    this.ending = 'idle'
+    this.session.close()
+  })
 
   constructor(private readonly pool: DohUpstream) {
     const u = pool.upstream
@@ -88,7 +92,7 @@ class DohSession {
     const u = this.pool.upstream
     return new Promise((resolve, reject) => {
       this.active++
-      this.disarmIdle()
+      this.idle.disarm()
       let done = false
       const finish = (err: UpstreamFailure | null, answer?: Buffer) => {
         if (done) return
@@ -173,7 +177,7 @@ class DohSession {
     if (this.closed) return
     this.closed = true
     this.draining = true
-    this.disarmIdle()
+    this.idle.disarm()
     this.session.destroy()
     const why = this.ending ?? (failure === null ? 'server' : 'error')
     if (why !== 'stop' && why !== 'goaway') this.pool.ctx.metrics.upstreamClosed.inc(this.pool.label, why)
@@ -181,19 +185,8 @@ class DohSession {
   }
 
   private armIdle(): void {
-    if (this.active > 0 || this.idle !== null || this.closed) return
-    this.idle = setTimeout(() => {
-      this.draining = true
-      this.ending = 'idle'
-      this.session.close()
-    }, DOH_LIMITS.idleMs)
-    this.idle.unref()
-  }
-
-  private disarmIdle(): void {
-    if (this.idle === null) return
-    clearTimeout(this.idle)
-    this.idle = null
+    if (this.active > 0 || this.closed) return
+    this.idle.arm()
   }
 }
 

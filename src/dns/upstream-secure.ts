@@ -138,3 +138,29 @@ export class ConnectBackoff {
     this.retryAt = performance.now() + Math.min(this.maxMs, this.minMs * 2 ** Math.min(16, this.failures - 1))
   }
 }
+
+/**
+ * A connection's idle close: armed when it has nothing outstanding, disarmed when work
+ * arrives; when it fires, `onIdle` ends the connection (it is not armed again after that).
+ * Unref'd: an idle upstream connection never keeps the process alive.
+ */
+export class IdleTimer {
+  private timer: NodeJS.Timeout | null = null
+
+  constructor(
+    private readonly ms: number,
+    private readonly onIdle: () => void,
+  ) {}
+
+  arm(): void {
+    if (this.timer !== null) return
+    this.timer = setTimeout(this.onIdle, this.ms)
+    this.timer.unref()
+  }
+
+  disarm(): void {
+    if (this.timer === null) return
+    clearTimeout(this.timer)
+    this.timer = null
+  }
+}

@@ -8,7 +8,7 @@ import tls from 'node:tls'
 import { upstreamLabel, type Upstream } from '../config/upstream.js'
 import { answerMatches, HEADER_LEN } from './wire.js'
 import { UpstreamFailure } from './upstream-failure.js'
-import { ConnectBackoff, connectionFailure, tlsOptions, type SecureContext } from './upstream-secure.js'
+import { ConnectBackoff, connectionFailure, IdleTimer, tlsOptions, type SecureContext } from './upstream-secure.js'
 
 /** Bounds of one upstream's pool (src/dns/README.md, "Encrypted upstreams"). */
 export const DOT_LIMITS = {
@@ -43,7 +43,10 @@ class DotConnection {
   /** Set when egressd itself ends the connection; otherwise the server or an error did. */
   private ending: 'idle' | 'unresponsive' | 'stop' | null = null
   private buf: Buffer = Buffer.alloc(0)
-  private idle: NodeJS.Timeout | null = null
+  private readonly idle = new IdleTimer(DOT_LIMITS.idleMs, () => {
+    this.ending = 'idle'
+    this.sock.end()
+  })
 
   constructor(private readonly pool: DotUpstream) {
     const u = pool.upstream
@@ -75,7 +78,7 @@ class DotConnection {
     frame.writeUInt16BE(id, 2)
     const p: Pending = { sent: frame.subarray(2), questionEnd, resolve: noop, reject: noop, abandoned: false }
     this.pending.set(id, p)
-    this.disarmIdle()
+    this.idle.disarm()
     // Written before the handshake ends too: the TLS socket holds it until then.
     this.sock.write(frame)
     return p
@@ -141,7 +144,7 @@ class DotConnection {
   private fail(failure: UpstreamFailure): void {
     if (this.closed) return
     this.closed = true
-    this.disarmIdle()
+    this.idle.disarm()
     this.sock.destroy()
     const why = this.ending ?? (failure.reason === 'closed' ? 'server' : 'error')
     if (why !== 'stop') this.pool.ctx.metrics.upstreamClosed.inc(this.pool.label, why)
@@ -152,18 +155,8 @@ class DotConnection {
   }
 
   private armIdle(): void {
-    if (this.pending.size > 0 || this.idle !== null || this.closed) return
-    this.idle = setTimeout(() => {
-      this.ending = 'idle'
-      this.sock.end()
-    }, DOT_LIMITS.idleMs)
-    this.idle.unref()
-  }
-
-  private disarmIdle(): void {
-    if (this.idle === null) return
-    clearTimeout(this.idle)
-    this.idle = null
+    if (this.pending.size > 0 || this.closed) return
+    this.idle.arm()
   }
 }
 
