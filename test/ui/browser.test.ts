@@ -49,11 +49,13 @@ function hello(port: number, sni: string): Promise<void> {
   })
 }
 
-const rows = (page: Page) => page.locator('#events tbody tr.event')
-const nameCells = (page: Page) => page.locator('#events tbody td.name').allTextContents()
-
-t.test('the status page shows blocked attempts live, filters them and proposes an allowlist', { skip }, async (t) => {
-  const upstream = await fakeUpstream((q) => ({ answers: [{ name: q.name, type: 'A', ttl: 300, data: '198.51.100.7' }] as never }))
+/**
+ * The built daemon on loopback with the status page on its metrics listener, allowing
+ * api.example.com, behind a fake upstream that answers every name with `addresses`
+ * (A records; none: an empty answer); `extra` lines go at the end of the file.
+ */
+async function pageDaemon(t: Test, addresses: string[], extra: string[]) {
+  const upstream = await fakeUpstream((q) => ({ answers: addresses.map((data) => ({ name: q.name, type: 'A', ttl: 300, data })) as never }))
   t.teardown(() => upstream.close())
   const [dnsPort, sniPort, metricsPort] = [await freePort(), await freePort(), await freePort()]
   const d = startDaemon([
@@ -65,13 +67,19 @@ t.test('the status page shows blocked attempts live, filters them and proposes a
     'metrics:',
     `  listen: "127.0.0.1:${metricsPort}"`,
     'allow: ["api.example.com"]',
-    'groups:',
-    '  - name: cams',
-    '    clients: [127.0.0.2/32]',
+    ...extra,
     '',
   ].join('\n'))
   t.teardown(() => d.stop())
   await d.waitForLog('ready')
+  return { upstream, d, dnsPort, sniPort, metricsPort }
+}
+
+const rows = (page: Page) => page.locator('#events tbody tr.event')
+const nameCells = (page: Page) => page.locator('#events tbody td.name').allTextContents()
+
+t.test('the status page shows blocked attempts live, filters them and proposes an allowlist', { skip }, async (t) => {
+  const { upstream, dnsPort, sniPort, metricsPort } = await pageDaemon(t, ['198.51.100.7'], ['groups:', '  - name: cams', '    clients: [127.0.0.2/32]'])
 
   const { page, dialogs, pageErrors } = await watchedPage(t)
   await page.goto(`http://127.0.0.1:${metricsPort}/`)
@@ -144,22 +152,7 @@ t.test('the status page shows blocked attempts live, filters them and proposes a
 })
 
 t.test('names and SNI crafted as markup are shown as text and never run', { skip }, async (t) => {
-  const upstream = await fakeUpstream(() => ({ answers: [] }))
-  t.teardown(() => upstream.close())
-  const [dnsPort, sniPort, metricsPort] = [await freePort(), await freePort(), await freePort()]
-  const d = startDaemon([
-    'dns:',
-    `  listen: ["127.0.0.1:${dnsPort}"]`,
-    `  upstreams: ["127.0.0.1:${upstream.port}"]`,
-    'sni:',
-    `  listen: ["127.0.0.1:${sniPort}"]`,
-    'metrics:',
-    `  listen: "127.0.0.1:${metricsPort}"`,
-    'allow: ["api.example.com"]',
-    '',
-  ].join('\n'))
-  t.teardown(() => d.stop())
-  await d.waitForLog('ready')
+  const { dnsPort, sniPort, metricsPort } = await pageDaemon(t, [], [])
   const { page, dialogs } = await watchedPage(t)
   await page.goto(`http://127.0.0.1:${metricsPort}/`)
   await page.locator('#live', { hasText: 'live' }).waitFor({ timeout: 10_000 })
