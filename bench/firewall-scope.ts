@@ -17,31 +17,18 @@
  *
  * Needs root, `ip` and `nft`; prints a skip line otherwise.
  */
-import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { promisify } from 'node:util'
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import { NftablesSink, SpawnNftRunner, type NftRunner } from '../src/firewall/nftables-sink.js'
 import { declareScript, SET_TYPES, type Scope } from '../src/firewall/nft-script.js'
-import type { Rule } from '../src/policy/types.js'
+import { canRun, counterValue, execFileP, GRACE, percentile, R443, R443_123, round } from './firewall/common.js'
 
-const execFileP = promisify(execFile)
-const GRACE = 60
 const DESTINATIONS = 2000
 
 function emit(o: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify({ bench: 'firewall-scope', ...o }) + '\n')
 }
-
-function rule(id: number, ports: Rule['ports']): Rule {
-  return { id, action: 'allow', pattern: `r${id}.example.com`, wildcard: false, entry: `r${id}.example.com`, ports, source: 'bench' }
-}
-const R443 = rule(0, [{ port: 443, proto: 'tcp' }])
-const R443_123 = rule(1, [
-  { port: 443, proto: 'tcp' },
-  { port: 123, proto: 'udp' },
-])
 
 /** Answer i: a device drawn by a multiplicative hash of i, destination i % DESTINATIONS, its family, its ports. */
 function answer(i: number, devices: number) {
@@ -52,32 +39,6 @@ function answer(i: number, devices: number) {
   const ttl = 300
   if (dest % 10 === 3) return { client: `fd00::${(dev + 1).toString(16)}`, address: `2001:db8::${dest.toString(16)}`, family: 6 as const, ttl, rule: r }
   return { client: `10.0.${dev >> 8}.${(dev & 255) + 1}`, address: `198.18.${dest >> 8}.${dest & 255}`, family: 4 as const, ttl, rule: r }
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
-}
-
-function round(x: number): number {
-  return Math.round(x * 1000) / 1000
-}
-
-async function counterValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = await registry.getSingleMetric(name)!.get()
-  return m.values.filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val)).reduce((a, v) => a + v.value, 0)
-}
-
-async function canRun(): Promise<string | null> {
-  if (process.platform !== 'linux') return 'not Linux'
-  if (process.getuid?.() !== 0) return 'not root'
-  try {
-    await execFileP('nft', ['--version'])
-    await execFileP('ip', ['-V'])
-  } catch {
-    return 'no nft or ip binary'
-  }
-  return null
 }
 
 async function load(scope: Scope, runner: NftRunner, rate: number, seconds: number, devices: number) {

@@ -14,29 +14,16 @@
  *
  * Needs root, `ip` and `nft`; prints a skip line otherwise.
  */
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import { NftablesSink, SpawnNftRunner } from '../src/firewall/nftables-sink.js'
 import { batchScript, declareScript } from '../src/firewall/nft-script.js'
 import type { Rule } from '../src/policy/types.js'
-
-const execFileP = promisify(execFile)
-const GRACE = 60
+import { canRun, counterValue, execFileP, GRACE, percentile, R443, R443_123, round } from './firewall/common.js'
 
 function emit(o: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify({ bench: 'firewall', ...o }) + '\n')
 }
-
-function rule(id: number, ports: Rule['ports']): Rule {
-  return { id, action: 'allow', pattern: `r${id}.example.com`, wildcard: false, entry: `r${id}.example.com`, ports, source: 'bench' }
-}
-const R443 = rule(0, [{ port: 443, proto: 'tcp' }])
-const R443_123 = rule(1, [
-  { port: 443, proto: 'tcp' },
-  { port: 123, proto: 'udp' },
-])
 
 /** Answer i: a distinct address, 1 in 10 IPv6, 1 in 5 with two ports, TTLs 30…329 s. */
 function answer(i: number): { address: string; family: 4 | 6; ttl: number; rule: Rule } {
@@ -49,23 +36,6 @@ function answer(i: number): { address: string; family: 4 | 6; ttl: number; rule:
 function keysOf(i: number): string[] {
   const a = answer(i)
   return a.rule.ports.map((p) => `${a.address} . ${p.proto} . ${p.port}`)
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
-}
-
-async function canRun(): Promise<string | null> {
-  if (process.platform !== 'linux') return 'not Linux'
-  if (process.getuid?.() !== 0) return 'not root'
-  try {
-    await execFileP('nft', ['--version'])
-    await execFileP('ip', ['-V'])
-  } catch {
-    return 'no nft or ip binary'
-  }
-  return null
 }
 
 export async function run(args: string[]): Promise<void> {
@@ -234,15 +204,6 @@ export async function run(args: string[]): Promise<void> {
     process.removeListener('SIGTERM', onSignal)
     await cleanup()
   }
-}
-
-async function counterValue(registry: Registry, name: string, labels: Record<string, string>): Promise<number> {
-  const m = await registry.getSingleMetric(name)!.get()
-  return m.values.find((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))?.value ?? 0
-}
-
-function round(x: number): number {
-  return Math.round(x * 1000) / 1000
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await run(process.argv.slice(2))
