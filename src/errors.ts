@@ -12,9 +12,9 @@
  * | ERELOAD | ReloadWorkerError (daemon/reload.ts) | the reload worker failed other than by a configuration error (a bug, or it could not start) |
  * | ELISTEN | ListenError | dns/server.ts, sni/proxy.ts, metrics/server.ts: one listener's bind or listen failed |
  * | EOVERLOAD | OverloadError | dns/resolver.ts: maxPendingUpstream exchanges outstanding, nothing sent |
- * | ETIMEOUT | UpstreamTimeoutError; UpstreamFailure (one try, dns/upstream.ts) | dns/upstream.ts: every upstream timed out |
+ * | ETIMEOUT | UpstreamTimeoutError (an UpstreamsFailedError); UpstreamFailure (one try, dns/upstream.ts) | dns/upstream.ts: every upstream timed out |
  * | EUPSTREAM | UpstreamFailure (dns/upstream.ts) | one upstream try failed (network, SERVFAIL, REFUSED, other RCODE) |
- * | ERESOLVE | EgressdError | dns/upstream.ts, dns/resolver.ts: no upstream answered usably, no A/AAAA records |
+ * | ERESOLVE | UpstreamsFailedError; EgressdError | dns/upstream.ts: no upstream answered usably (each try's failure in `tries`); dns/resolver.ts: no A/AAAA records |
  * | ENXDOMAIN | EgressdError | dns/resolver.ts lookup: no such name |
  * | EBADNAME | EgressdError | dns/resolver.ts lookup: not a valid DNS name |
  * | EMALFORMED | EgressdError | dns/resolver.ts: an upstream answer that cannot be scanned |
@@ -81,10 +81,33 @@ export class OverloadError extends EgressdError {
   }
 }
 
+/** One failed upstream try, as the query's log line names it. */
+export interface FailedTry {
+  /** The upstream as configured (`9.9.9.9:53`, `tls://dns.quad9.net@9.9.9.9:853`). */
+  readonly upstream: string
+  /** How the try went: udp, tcp (asked over TCP, or a truncated UDP answer retried), tls, https. */
+  readonly transport: 'udp' | 'tcp' | 'tls' | 'https'
+  /** The `egressd_dns_upstream_errors_total` reason: timeout, network, servfail, refused, certificate … */
+  readonly reason: string
+  /** The system's or the upstream's words (`connect ECONNREFUSED 127.0.0.1:53`, `answered RCODE 2`). */
+  readonly error: string
+}
+
+/** Every upstream was tried and none answered usably; `tries` says how each failed, in order. */
+export class UpstreamsFailedError extends EgressdError {
+  constructor(
+    message: string,
+    readonly tries: readonly FailedTry[],
+    code: 'ERESOLVE' | 'ETIMEOUT' = 'ERESOLVE',
+  ) {
+    super(code, message)
+  }
+}
+
 /** Every upstream was tried and every try timed out. */
-export class UpstreamTimeoutError extends EgressdError {
-  constructor(message: string) {
-    super('ETIMEOUT', message)
+export class UpstreamTimeoutError extends UpstreamsFailedError {
+  constructor(message: string, tries: readonly FailedTry[] = []) {
+    super(message, tries, 'ETIMEOUT')
   }
 }
 

@@ -1,5 +1,5 @@
 import type { DnsConfig } from '../config/types.js'
-import { OverloadError, UpstreamTimeoutError } from '../errors.js'
+import { EgressdError, OverloadError, UpstreamsFailedError, UpstreamTimeoutError } from '../errors.js'
 import { decisionWriter, type DecisionEvent, type DecisionTap } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
@@ -227,10 +227,29 @@ export class QueryHandler {
       (entry) => this.serve(entry, q, kept, this.state, rule, client, viaTcp, true),
       (err: unknown) => {
         if (err instanceof OverloadError) m.overload.inc(0)
+        else if (this.eventLog.allow()) this.logUpstreamFailure(q, kept, client, rule, err)
         m.response(RCODE_SERVFAIL)
         return buildReply(q, kept, RCODE_SERVFAIL, err instanceof UpstreamTimeoutError ? EDE_NO_REACHABLE_AUTHORITY : 0, null)
       },
     )
+  }
+
+  /**
+   * The line for an allowed query that got SERVFAIL because no upstream answered usably:
+   * every try (UDP, TCP, DoT, DoH) with its transport and the system's reason, so "port 53
+   * over TCP is filtered upstream" reads as such. Under the event limiter (20/s): an
+   * upstream outage fails every miss, and the counters already carry the volume.
+   */
+  private logUpstreamFailure(q: Buffer, info: QueryInfo, client: string, rule: Rule, err: unknown): void {
+    const tries = err instanceof UpstreamsFailedError ? err.tries : null
+    const last = tries !== null && tries.length > 0 ? tries[tries.length - 1]! : null
+    const g = this.state.decider.groupOf(client)
+    this.emit({
+      protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype),
+      verdict: err instanceof UpstreamTimeoutError ? 'timeout' : 'upstream_error', rule: rule.pattern,
+      reason: last?.reason ?? (tries !== null ? 'no_upstreams' : err instanceof EgressdError && err.code === 'EMALFORMED' ? 'malformed' : 'error'),
+      group: g.name, mode: g.mode, ...(tries !== null && { upstreams: tries }),
+    })
   }
 
   /**

@@ -2,7 +2,7 @@ import dgram from 'node:dgram'
 import net from 'node:net'
 import { randomFillSync } from 'node:crypto'
 import { upstreamLabel, type Upstream } from '../config/upstream.js'
-import { EgressdError, UpstreamTimeoutError } from '../errors.js'
+import { EgressdError, UpstreamsFailedError, UpstreamTimeoutError, type FailedTry } from '../errors.js'
 import type { Logger } from '../log/logger.js'
 import type { DnsMetrics, UpstreamTransport } from './metrics.js'
 import { formatIp, parseIpInto } from '../net/address.js'
@@ -130,28 +130,27 @@ export class UpstreamClient {
 
   /**
    * Sends `query` (its ID bytes are overwritten per try) and returns the first
-   * acceptable answer with RCODE NOERROR or NXDOMAIN. Rejects with an EgressdError:
-   * ETIMEOUT when every try timed out, EUPSTREAM otherwise. An encrypted upstream that
+   * acceptable answer with RCODE NOERROR or NXDOMAIN. Rejects with an UpstreamsFailedError
+   * naming every failed try (UpstreamTimeoutError when each one timed out), or ESTOPPED
+   * once the resolver is closing. An encrypted upstream that
    * fails (a certificate included) is a failed try like any other: the next upstream
    * is asked, in the configured order, and nothing ever goes out in plain text instead.
    */
   async exchange(query: Buffer, questionEnd: number, viaTcp: boolean): Promise<UpstreamAnswer> {
-    let last: UpstreamFailure | null = null
+    const tries: FailedTry[] = []
     let allTimeouts = true
     for (const target of this.targets) {
       if (this.closed) throw new EgressdError('ESTOPPED', 'the resolver is stopping')
       const id = this.ids.take()
       query[0] = id >> 8
       query[1] = id & 0xff
+      let transport: UpstreamTransport = target.secure === null ? (viaTcp ? 'tcp' : 'udp') : target.secure instanceof DotUpstream ? 'tls' : 'https'
       try {
         const started = performance.now()
-        let transport: UpstreamTransport
         let answer: Buffer
         if (target.secure !== null) {
-          transport = target.secure instanceof DotUpstream ? 'tls' : 'https'
           answer = await this.secureTry(target.secure, query, questionEnd)
         } else {
-          transport = viaTcp ? 'tcp' : 'udp'
           answer = viaTcp ? await this.tcpTry(target, query, questionEnd) : await this.udpTry(target, query, questionEnd)
           if (!viaTcp && (answer[2]! & 0x02) !== 0) {
             this.metrics.upstreamErrors.inc(target.label, 'truncated')
@@ -172,12 +171,12 @@ export class UpstreamClient {
         const failure = err instanceof UpstreamFailure ? err : new UpstreamFailure('network', `upstream ${target.label}: ${(err as Error).message}`)
         this.metrics.upstreamErrors.inc(target.label, failure.reason)
         if (failure.reason !== 'timeout') allTimeouts = false
-        last = failure
+        tries.push({ upstream: target.label, transport, reason: failure.reason, error: failure.message })
       }
     }
-    if (last === null) throw new EgressdError('ERESOLVE', 'no upstream resolvers configured')
-    if (allTimeouts) throw new UpstreamTimeoutError(`every upstream timed out (${this.timeoutMs} ms each)`)
-    throw new EgressdError('ERESOLVE', last.message)
+    if (tries.length === 0) throw new UpstreamsFailedError('no upstream resolvers configured', tries)
+    if (allTimeouts) throw new UpstreamTimeoutError(`every upstream timed out (${this.timeoutMs} ms each)`, tries)
+    throw new UpstreamsFailedError(tries[tries.length - 1]!.error, tries)
   }
 
   /** One try to an encrypted upstream, ended by close() like the plain ones. */

@@ -7,6 +7,7 @@
  * Building the object costs an allocation, so callers build it only once a limiter or
  * `log.isLevelEnabled('debug')` has said the line will be written.
  */
+import type { FailedTry } from '../errors.js'
 import type { Logger } from './logger.js'
 
 export const DECISION_PROTOCOLS = ['dns', 'sni'] as const
@@ -16,7 +17,8 @@ export type DecisionProtocol = (typeof DECISION_PROTOCOLS)[number]
  * allowed, blocked and would_block come from the policy (src/policy/decide.ts); the
  * others from what happened around it: a private address in an allowed answer
  * (rebind_blocked), a hello that could not be read (malformed, timeout), an allowed
- * name whose upstream could not be reached (upstream_error).
+ * name whose upstream could not be reached (upstream_error; for DNS, timeout when every
+ * upstream try timed out).
  */
 export const DECISION_VERDICTS = ['allowed', 'blocked', 'would_block', 'rebind_blocked', 'malformed', 'timeout', 'upstream_error'] as const
 export type DecisionVerdict = (typeof DECISION_VERDICTS)[number]
@@ -49,6 +51,8 @@ export interface DecisionEvent {
   readonly ech?: boolean
   /** reason `cname_blocked` only: the alias target that the policy refused (escaped as `name`). */
   readonly cname?: string
+  /** DNS timeout and upstream_error only: every upstream try in order, how it went and why it failed. */
+  readonly upstreams?: readonly FailedTry[]
 }
 
 const MESSAGES: Record<DecisionProtocol, Record<DecisionVerdict, string>> = {
@@ -58,8 +62,8 @@ const MESSAGES: Record<DecisionProtocol, Record<DecisionVerdict, string>> = {
     would_block: 'dns query would be blocked',
     rebind_blocked: 'dns answer held a private address',
     malformed: 'dns query malformed',
-    timeout: 'dns query timed out',
-    upstream_error: 'dns upstream unreachable',
+    timeout: 'dns upstreams timed out',
+    upstream_error: 'dns upstreams failed',
   },
   sni: {
     allowed: 'allowed',
@@ -72,9 +76,16 @@ const MESSAGES: Record<DecisionProtocol, Record<DecisionVerdict, string>> = {
   },
 }
 
-/** Allowed decisions are debug lines, a rebinding block a warning, every other verdict info. */
-export function decisionLevel(verdict: DecisionVerdict): 'debug' | 'info' | 'warn' {
-  return verdict === 'allowed' ? 'debug' : verdict === 'rebind_blocked' ? 'warn' : 'info'
+/**
+ * Allowed decisions are debug lines; a rebinding block and an allowed name that no
+ * upstream could answer (DNS timeout, either protocol's upstream_error) are warnings,
+ * since they are the operator's to fix; every other verdict is info (a device's doing).
+ */
+export function decisionLevel(event: Pick<DecisionEvent, 'protocol' | 'verdict'>): 'debug' | 'info' | 'warn' {
+  const v = event.verdict
+  if (v === 'allowed') return 'debug'
+  if (v === 'rebind_blocked' || v === 'upstream_error' || (v === 'timeout' && event.protocol === 'dns')) return 'warn'
+  return 'info'
 }
 
 /**
@@ -89,7 +100,7 @@ export function writeDecision(log: Logger, event: DecisionEvent): void {
   const msg = MESSAGES[event.protocol][event.verdict]
   // An ECH hello's name is the provider's public name, not the one the device wanted:
   // the message says so, so a block of it reads differently from an ordinary one.
-  log[decisionLevel(event.verdict)](event, event.ech === true ? `${msg} (ECH hello: outer name)` : msg)
+  log[decisionLevel(event)](event, event.ech === true ? `${msg} (ECH hello: outer name)` : msg)
 }
 
 /**
@@ -128,6 +139,7 @@ export function parseDecision(value: unknown): DecisionEvent | null {
   if (r.report_rule !== undefined && typeof r.report_rule !== 'string') return null
   if (r.ech !== undefined && typeof r.ech !== 'boolean') return null
   if (r.cname !== undefined && typeof r.cname !== 'string') return null
+  if (r.upstreams !== undefined && !isTryList(r.upstreams)) return null
   return {
     protocol: r.protocol,
     client,
@@ -141,7 +153,18 @@ export function parseDecision(value: unknown): DecisionEvent | null {
     ...(r.report_rule !== undefined && { report_rule: r.report_rule }),
     ...(r.ech !== undefined && { ech: r.ech }),
     ...(r.cname !== undefined && { cname: r.cname }),
+    ...(r.upstreams !== undefined && { upstreams: r.upstreams }),
   }
+}
+
+const TRANSPORTS: readonly FailedTry['transport'][] = ['udp', 'tcp', 'tls', 'https']
+
+function isTryList(v: unknown): v is FailedTry[] {
+  return Array.isArray(v) && v.every((x: unknown) => {
+    if (typeof x !== 'object' || x === null) return false
+    const t = x as Record<string, unknown>
+    return typeof t.upstream === 'string' && isOneOf(t.transport, TRANSPORTS) && typeof t.reason === 'string' && typeof t.error === 'string'
+  })
 }
 
 function isOneOf<T extends string>(v: unknown, list: readonly T[]): v is T {

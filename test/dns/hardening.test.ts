@@ -10,6 +10,7 @@ import { render } from '../../src/suggest/render.js'
 import {
   cidr,
   decode,
+  edes,
   fakeUpstream,
   makeConfig,
   metric,
@@ -94,12 +95,6 @@ async function burst(port: number, msgs: Buffer[], waitMs = 400): Promise<Buffer
   await new Promise((r) => setTimeout(r, waitMs))
   sock.close()
   return replies
-}
-
-/** The EDE options (code, text) of a reply's OPT. */
-function edes(reply: Buffer): { code: number; text: string }[] {
-  const opt = decode(reply).additionals!.find((a) => a.type === 'OPT') as unknown as { options?: { code: number; data: Buffer }[] } | undefined
-  return (opt?.options ?? []).filter((o) => o.code === 15).map((o) => ({ code: o.data.readUInt16BE(0), text: o.data.subarray(2).toString() }))
 }
 
 t.test('item 4: REFUSED to sources outside dns.clients is rate-limited and carries no EDE text', async (t) => {

@@ -309,6 +309,12 @@ export async function tcpClient(port: number): Promise<{
 
 export const decode = (b: Buffer) => dnsPacket.decode(b)
 
+/** The EDE options (RFC 8914: info code, extra text) of a reply's OPT. */
+export function edes(reply: Buffer): { code: number; text: string }[] {
+  const opt = decode(reply).additionals!.find((a) => a.type === 'OPT') as unknown as { options?: { code: number; data: Buffer }[] } | undefined
+  return (opt?.options ?? []).filter((o) => o.code === 15).map((o) => ({ code: o.data.readUInt16BE(0), text: o.data.subarray(2).toString() }))
+}
+
 export async function hasTool(name: string): Promise<boolean> {
   try {
     await run('sh', ['-c', `command -v ${name}`])

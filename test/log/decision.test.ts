@@ -29,6 +29,12 @@ t.test('every protocol and verdict round-trips through a log line', async (t) =>
         mode: verdict === 'would_block' ? 'report' : 'enforce',
         ...(verdict === 'would_block' && { report_rule: '*' }),
         ...(protocol === 'sni' && verdict === 'blocked' && { ech: true }),
+        ...(protocol === 'dns' && (verdict === 'timeout' || verdict === 'upstream_error') && {
+          upstreams: [
+            { upstream: '192.0.2.53:53', transport: 'udp' as const, reason: 'timeout', error: 'upstream 192.0.2.53:53 timed out' },
+            { upstream: 'tls://dns.example@192.0.2.54:853', transport: 'tls' as const, reason: 'certificate', error: 'CERT_HAS_EXPIRED' },
+          ],
+        }),
       }
       events.push(event)
       writeDecision(log, event)
@@ -42,6 +48,12 @@ t.test('every protocol and verdict round-trips through a log line', async (t) =>
   }
   t.equal(lines.find((l) => l.verdict === 'rebind_blocked')?.level, 40, 'a rebinding block is a warning')
   t.equal(lines.find((l) => l.verdict === 'allowed')?.level, 20, 'an allowed decision is a debug line')
+  const level = (protocol: string, verdict: string) => lines.find((l) => l.protocol === protocol && l.verdict === verdict)?.level
+  t.equal(level('dns', 'timeout'), 40, 'no DNS upstream answering is the operator\'s to fix: a warning')
+  t.equal(level('dns', 'upstream_error'), 40)
+  t.equal(level('sni', 'upstream_error'), 40)
+  t.equal(level('sni', 'timeout'), 30, 'a hello that never came is the device\'s doing: info')
+  t.equal(level('dns', 'blocked'), 30)
 })
 
 t.test('lines that are not decision events parse to null', async (t) => {
@@ -50,6 +62,9 @@ t.test('lines that are not decision events parse to null', async (t) => {
     { protocol: 'dns', verdict: 'maybe' }, { protocol: 'dns', verdict: 'allowed', client: 7 },
     { protocol: 'dns', verdict: 'allowed', mode: 'audit' }, { protocol: 'sni', verdict: 'blocked', ech: 'yes' },
     { protocol: 'dns', verdict: 'blocked', group: 3 },
+    { protocol: 'dns', verdict: 'timeout', upstreams: 'x' },
+    { protocol: 'dns', verdict: 'timeout', upstreams: [{ upstream: 'x', transport: 'quic', reason: 'timeout', error: 'e' }] },
+    { protocol: 'dns', verdict: 'upstream_error', upstreams: [{ upstream: 'x', transport: 'udp', reason: 'timeout' }] },
   ]
   for (const b of bad) t.equal(parseDecision(b), null, JSON.stringify(b))
 })
