@@ -32,8 +32,8 @@ const skip = await skipReason()
 if (skip) console.log(`# container image not built: ${skip}`)
 
 t.test('Containerfile: build on a local Node 24 base, run with host networking, /readyz and dig', { skip, timeout: 900_000 }, async (t) => {
-  const node = await runEnv(join(ROOT, '.ci', 'node24'), [], 180_000)
-  if (node.code !== 0) return void t.pass(`skipped: no Node 24 binary (.ci/node24: ${node.stderr.trim()})`, { skip: true })
+  const node = await runEnv(join(ROOT, '.ci', 'node'), ['24'], 180_000)
+  if (node.code !== 0) return void t.pass(`skipped: no Node 24 binary (.ci/node 24: ${node.stderr.trim()})`, { skip: true })
   const base = await runEnv(join(ROOT, 'packaging', 'container', 'local-base.sh'), [node.stdout.trim()], 600_000)
   t.equal(base.code, 0, `local-base.sh: ${base.stderr.slice(-2000)}`)
   const baseImage = base.stdout.trim().split('\n').at(-1)!
