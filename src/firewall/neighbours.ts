@@ -24,7 +24,7 @@
  */
 import { execFile } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
-import { ipFamily } from '../net/address.js'
+import { ipFamily, peerAddress } from '../net/address.js'
 
 /** Entries kept from one table read; the kernel's own bound (gc_thresh3) is 1 024 by default. */
 export const MAX_NEIGHBOURS = 65_536
@@ -52,14 +52,9 @@ export function normalizeMac(text: string): string | null {
  * reports for an IPv4 peer) is the IPv4 address, found in the ARP table.
  */
 export function neighbourKey(address: string): { family: 4 | 6; key: string } | null {
-  const family = ipFamily(address)
-  if (family === 0 || address.includes('%')) return null
-  if (family === 6) {
-    const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)
-    if (m !== null) return { family: 4, key: m[1]! }
-    return { family: 6, key: address.toLowerCase() }
-  }
-  return { family: 4, key: address }
+  if (address.includes('%')) return null
+  const peer = peerAddress(address)
+  return peer === null ? null : { family: peer.family, key: peer.text }
 }
 
 /**
@@ -115,10 +110,12 @@ export function parseIpNeighJson(json: string, max = MAX_NEIGHBOURS): Map<string
     if (out.size >= max) break
     if (typeof e !== 'object' || e === null) continue
     const { dst, lladdr, state } = e as { dst?: unknown; lladdr?: unknown; state?: unknown }
-    if (typeof dst !== 'string' || typeof lladdr !== 'string' || ipFamily(dst) !== 6) continue
+    // Keyed by the canonical text, the form neighbourKey gives a client's address.
+    const peer = typeof dst === 'string' ? peerAddress(dst) : null
+    if (peer === null || peer.family !== 6 || typeof lladdr !== 'string') continue
     if (Array.isArray(state) && state.some((s) => s === 'FAILED' || s === 'INCOMPLETE')) continue
     const mac = normalizeMac(lladdr)
-    if (mac !== null) put(out, dst.toLowerCase(), mac)
+    if (mac !== null) put(out, peer.text, mac)
   }
   return finish(out)
 }

@@ -102,6 +102,29 @@ export function isV4Mapped(bytes: Uint8Array, off = 0): boolean {
   return bytes[off + 10] === 0xff && bytes[off + 11] === 0xff
 }
 
+/**
+ * A peer's address as the device means it, or null when `text` is not an address: an
+ * IPv4-mapped IPv6 address (what a dual-stack socket reports for an IPv4 peer) as its IPv4
+ * text, any other address in canonical text (RFC 5952 for IPv6), a zone id dropped.
+ */
+export function peerAddress(text: string): { family: 4 | 6; text: string } | null {
+  const n = parseIpInto(text, scratch)
+  if (n === 0) return null
+  if (n === 4) return { family: 4, text: formatIp(scratch, 0, 4) }
+  if (isV4Mapped(scratch)) return { family: 4, text: formatIp(scratch, 12, 4) }
+  return { family: 6, text: formatIp(scratch, 0, 16) }
+}
+
+/** Whether `text` is a loopback address: 127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6. */
+export function isLoopbackIp(text: string): boolean {
+  const n = parseIpInto(text, scratch)
+  if (n === 4) return scratch[0] === 127
+  if (n === 0) return false
+  if (isV4Mapped(scratch)) return scratch[12] === 127
+  for (let i = 0; i < 15; i++) if (scratch[i] !== 0) return false
+  return scratch[15] === 1
+}
+
 /** `bytes[off .. off+4)` as an unsigned 32-bit number. */
 export function v4ToUint32(bytes: Uint8Array, off = 0): number {
   return ((bytes[off]! << 24) | (bytes[off + 1]! << 16) | (bytes[off + 2]! << 8) | bytes[off + 3]!) >>> 0

@@ -12,6 +12,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { UiConfig } from '../config/types.js'
+import { isLoopbackIp } from '../net/address.js'
 import { formatHostPort, type HostPort } from '../net/host-port.js'
 
 export type Access = 'open' | 'token' | 'off' | 'disabled'
@@ -24,10 +25,9 @@ export function accessFor(ui: UiConfig, listen: HostPort | null): Access {
   return ui.tokenSha256 !== null ? 'token' : 'off'
 }
 
-/** 127.0.0.0/8 and ::1 (also as ::ffff:127.x): only this host can connect. */
+/** 127.0.0.0/8 and ::1 (also as ::ffff:127.x), or the name `localhost`: only this host can connect. */
 export function isLoopback(host: string): boolean {
-  const h = host.toLowerCase().replace(/^::ffff:/, '')
-  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h === '::1' || h === '0:0:0:0:0:0:0:1' || h === 'localhost'
+  return host.toLowerCase() === 'localhost' || isLoopbackIp(host)
 }
 
 /**

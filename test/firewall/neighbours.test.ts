@@ -37,6 +37,8 @@ t.test('neighbourKey: IPv4-mapped clients are looked up in the ARP table; zone i
   t.same(neighbourKey('192.168.77.2'), { family: 4, key: '192.168.77.2' })
   t.same(neighbourKey('::ffff:192.168.77.2'), { family: 4, key: '192.168.77.2' })
   t.same(neighbourKey('FD77::2'), { family: 6, key: 'fd77::2' })
+  t.same(neighbourKey('fd77:0:0:0:0:0:0:2'), { family: 6, key: 'fd77::2' }, 'canonical text, as the table is keyed')
+  t.same(neighbourKey('::ffff:c0a8:4d02'), { family: 4, key: '192.168.77.2' })
   t.equal(neighbourKey('fe80::1%lan0'), null)
   t.equal(neighbourKey('lan0'), null)
 })
@@ -63,6 +65,8 @@ t.test('parseIpNeighJson: IPv6 entries with a link-layer address, not INCOMPLETE
     ['fd09::8', '02:00:00:00:00:08'],
   ], 'the IPv4 row, the incomplete, the failed and the multicast one are not devices')
   for (const bad of ['', 'not json', '{}', '[1, null, "x", {"dst": 5}]', '[{"dst": "fd09::2", "lladdr": 7}]']) t.same([...parseIpNeighJson(bad)], [], JSON.stringify(bad))
+  t.same([...parseIpNeighJson('[{"dst": "FD09:0:0:0:0:0:0:7", "lladdr": "02:00:00:00:00:07", "state": ["REACHABLE"]}]')], [['fd09::7', '02:00:00:00:00:07']],
+    'keyed by canonical text, the form neighbourKey looks up')
   t.equal(parseIpNeighJson(NEIGH6, 1).size, 1, 'bounded')
 })
 

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { isIP } from 'node:net'
-import { formatIp, ipFamily, isV4Mapped, parseIp, parseIpInto, v4ToUint32 } from '../../src/net/address.js'
+import { formatIp, ipFamily, isLoopbackIp, isV4Mapped, parseIp, parseIpInto, peerAddress, v4ToUint32 } from '../../src/net/address.js'
 
 t.test('formatIp: RFC 5952 text', async (t) => {
   // Moved from test/dns/wire.test.ts ("qnameText and formatIp").
@@ -75,6 +75,21 @@ function nearAddress(fc: typeof import('fast-check').default) {
   }
   return fc.tuple(fc.oneof(v4, v6, v6), fc.array(edit, { maxLength: 2 })).map(([s, edits]) => mutate(s, edits))
 }
+
+t.test('peerAddress: mapped IPv4 unwrapped, every other address canonical, garbage null', async (t) => {
+  t.same(peerAddress('192.168.77.2'), { family: 4, text: '192.168.77.2' })
+  t.same(peerAddress('::ffff:192.168.77.2'), { family: 4, text: '192.168.77.2' })
+  t.same(peerAddress('::FFFF:c0a8:4d02'), { family: 4, text: '192.168.77.2' }, 'the hex spelling of a mapped address too')
+  t.same(peerAddress('FD77:0:0:0:0:0:0:2'), { family: 6, text: 'fd77::2' })
+  t.same(peerAddress('fe80::1%lan0'), { family: 6, text: 'fe80::1' })
+  t.same(peerAddress('::192.168.77.2'), { family: 6, text: '::c0a8:4d02' }, 'IPv4-compatible is not mapped: stays IPv6')
+  for (const bad of ['', 'lan0', '192.168.77', '1.2.3.4.5', '::ffff:1.2.3', 'localhost']) t.equal(peerAddress(bad), null, bad)
+})
+
+t.test('isLoopbackIp: 127/8, ::1 and mapped 127/8 only', async (t) => {
+  for (const a of ['127.0.0.1', '127.8.9.10', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '::ffff:7f00:2']) t.ok(isLoopbackIp(a), a)
+  for (const a of ['128.0.0.1', '127.999.0.1', '127.0.0.1.evil', '::2', '::', '::127.0.0.1', 'fe80::1', 'localhost', '']) t.notOk(isLoopbackIp(a), a)
+})
 
 t.test('property: the parser accepts exactly what node:net isIP accepts', async (t) => {
   const fc = (await import('fast-check')).default

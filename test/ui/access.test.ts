@@ -29,6 +29,8 @@ t.test('which access applies', async (t) => {
   t.ok(isLoopback('::ffff:127.0.0.1'))
   t.notOk(isLoopback('128.0.0.1'))
   t.notOk(isLoopback('127.0.0.1.evil'))
+  t.notOk(isLoopback('127.999.0.1'), 'not an address, whatever it starts with')
+  t.ok(isLoopback('::ffff:7f00:1'), 'a mapped loopback in hex')
   t.match(describeAccess(UI_DEFAULTS, hp('127.0.0.1:9153')), 'http://127.0.0.1:9153/, open (loopback listener)')
   t.match(describeAccess(token, hp('10.0.0.1:9153')), 'bearer token from /etc/egressd/ui.token required')
   t.match(describeAccess(UI_DEFAULTS, hp('10.0.0.1:9153')), /off at http:\/\/10\.0\.0\.1:9153\/: .* ui\.token_file is not set/)
