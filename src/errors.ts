@@ -17,7 +17,7 @@
  * | ERESOLVE | UpstreamsFailedError; EgressdError | dns/upstream.ts: no upstream answered usably (each try's failure in `tries`); dns/resolver.ts: no A/AAAA records |
  * | ENXDOMAIN | EgressdError | dns/resolver.ts lookup: no such name |
  * | EBADNAME | EgressdError | dns/resolver.ts lookup: not a valid DNS name |
- * | EMALFORMED | EgressdError | dns/resolver.ts: an upstream answer that cannot be scanned |
+ * | EMALFORMED | MalformedAnswerError | dns/resolver.ts: an upstream answer that cannot be scanned |
  * | ECNAME | CnameBlockedError (dns/resolver.ts) | dns/resolver.ts lookup: an alias target the caller's policy refuses |
  * | ESTOPPED | EgressdError | dns/upstream.ts: an exchange asked for while the resolver is stopping |
  * | ENFT | NftError (firewall/nft-runner.ts) | the nft command failed |
@@ -108,6 +108,13 @@ export class UpstreamsFailedError extends EgressdError {
 export class UpstreamTimeoutError extends UpstreamsFailedError {
   constructor(message: string, tries: readonly FailedTry[] = []) {
     super(message, tries, 'ETIMEOUT')
+  }
+}
+
+/** An upstream answer that cannot be scanned (bad names, lengths, a looping alias chain): never cached or relayed. */
+export class MalformedAnswerError extends EgressdError {
+  constructor(message: string) {
+    super('EMALFORMED', message)
   }
 }
 

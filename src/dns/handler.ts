@@ -1,5 +1,5 @@
 import type { DnsConfig } from '../config/types.js'
-import { EgressdError, OverloadError, UpstreamsFailedError, UpstreamTimeoutError } from '../errors.js'
+import { MalformedAnswerError, OverloadError, UpstreamsFailedError, UpstreamTimeoutError } from '../errors.js'
 import { decisionWriter, type DecisionEvent, type DecisionTap } from '../log/decision.js'
 import type { Logger } from '../log/logger.js'
 import { LogLimiter } from '../log/log-limiter.js'
@@ -247,7 +247,7 @@ export class QueryHandler {
     this.emit({
       protocol: 'dns', client, name: qnameText(q, info.qnameEnd, this.nameScratch), type: typeName(info.qtype),
       verdict: err instanceof UpstreamTimeoutError ? 'timeout' : 'upstream_error', rule: rule.pattern,
-      reason: last?.reason ?? (tries !== null ? 'no_upstreams' : err instanceof EgressdError && err.code === 'EMALFORMED' ? 'malformed' : 'error'),
+      reason: last?.reason ?? (tries !== null ? 'no_upstreams' : err instanceof MalformedAnswerError ? 'malformed' : 'error'),
       group: g.name, mode: g.mode, ...(tries !== null && { upstreams: tries }),
     })
   }

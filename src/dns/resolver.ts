@@ -1,5 +1,5 @@
 import type { DnsConfig } from '../config/types.js'
-import { EgressdError, OverloadError } from '../errors.js'
+import { EgressdError, MalformedAnswerError, OverloadError } from '../errors.js'
 import { FairShare } from '../fair-share.js'
 import { DnsCache, packAnswer, type StoredAnswer } from './cache.js'
 import { EchStrip, hasServiceRecord, stripEch, STRIP_MALFORMED, STRIP_UNCHANGED } from './svcb-ech.js'
@@ -181,7 +181,7 @@ export class Resolver {
     const scan = scanAnswer(answer, answer.length)
     if (scan === null) {
       this.metrics.upstreamErrors.inc(upstream, 'malformed')
-      throw new EgressdError('EMALFORMED', 'upstream answer is malformed')
+      throw new MalformedAnswerError('upstream answer is malformed')
     }
     const c = this.settings.cache
     let lifetime = 0
@@ -203,7 +203,7 @@ export class Resolver {
       const chain = aliasTargets(answer, answer.length)
       if (chain === null) {
         this.metrics.upstreamErrors.inc(upstream, 'malformed')
-        throw new EgressdError('EMALFORMED', 'upstream answer has a malformed alias chain')
+        throw new MalformedAnswerError('upstream answer has a malformed alias chain')
       }
       aliases = chain
     }

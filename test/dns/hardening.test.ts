@@ -199,6 +199,8 @@ t.test('item 12: an upstream answer with a compression loop is dropped as malfor
     t.equal(reply.readUInt16BE(6), 0, `${name}: nothing relayed`)
   }
   t.ok(await metric(r0.registry, 'egressd_dns_upstream_errors_total', 'reason="malformed"') >= 2, 'counted as malformed')
+  const logged = r0.logs.filter((l) => l.verdict === 'upstream_error').map((l) => [l.name, l.reason])
+  t.same(logged, [['owner.allowed.example', 'malformed'], ['cname.allowed.example', 'malformed']], 'and logged as such')
 })
 
 t.test('item 12: dig sees REFUSED for CH and BADVERS for EDNS version 1', { skip: noDig }, async (t) => {
