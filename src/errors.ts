@@ -18,7 +18,7 @@
  * | ENXDOMAIN | EgressdError | dns/resolver.ts lookup: no such name |
  * | EBADNAME | EgressdError | dns/resolver.ts lookup: not a valid DNS name |
  * | EMALFORMED | MalformedAnswerError | dns/resolver.ts: an upstream answer that cannot be scanned |
- * | ECNAME | CnameBlockedError (dns/resolver.ts) | dns/resolver.ts lookup: an alias target the caller's policy refuses |
+ * | ECNAME | CnameBlockedError | dns/resolver.ts lookup: an alias target the caller's policy refuses |
  * | ESTOPPED | EgressdError | dns/upstream.ts: an exchange asked for while the resolver is stopping |
  * | ENFT | NftError (firewall/nft-runner.ts) | the nft command failed |
  * | EINVALIDARG | InvalidArgumentError | a caller broke a function's contract (a bug, not bad input) |
@@ -108,6 +108,20 @@ export class UpstreamsFailedError extends EgressdError {
 export class UpstreamTimeoutError extends UpstreamsFailedError {
   constructor(message: string, tries: readonly FailedTry[] = []) {
     super(message, tries, 'ETIMEOUT')
+  }
+}
+
+/**
+ * A resolver lookup met an alias target that the caller's policy refuses
+ * (`dns.cname_targets: follow_policy`). Here, not in dns/, so the SNI proxy can branch on it.
+ */
+export class CnameBlockedError extends EgressdError {
+  constructor(
+    readonly queried: string,
+    /** The refused target, escaped as in logs (dns/name-text.ts). */
+    readonly target: string,
+  ) {
+    super('ECNAME', `${queried}: CNAME target ${target} is not allowed`)
   }
 }
 

@@ -1,5 +1,5 @@
 import type { DnsConfig } from '../config/types.js'
-import { EgressdError, MalformedAnswerError, OverloadError } from '../errors.js'
+import { CnameBlockedError, EgressdError, MalformedAnswerError, OverloadError } from '../errors.js'
 import { FairShare } from '../fair-share.js'
 import { DnsCache, packAnswer, type StoredAnswer } from './cache.js'
 import { EchStrip, hasServiceRecord, stripEch, STRIP_MALFORMED, STRIP_UNCHANGED } from './svcb-ech.js'
@@ -43,17 +43,6 @@ export const MAX_ADDRESS_NAMES = 4096
  * CNAME/DNAME target as a lowercase wire name; false refuses the whole lookup.
  */
 export type AdmitTarget = (target: Uint8Array) => boolean
-
-/** `lookup` met an alias target that `admit` refused (`dns.cname_targets: follow_policy`). */
-export class CnameBlockedError extends EgressdError {
-  constructor(
-    readonly queried: string,
-    /** The refused target, escaped as in logs (name-text.ts). */
-    readonly target: string,
-  ) {
-    super('ECNAME', `${queried}: CNAME target ${target} is not allowed`)
-  }
-}
 
 interface CachedAddresses {
   readonly v4: string[]

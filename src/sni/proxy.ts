@@ -21,7 +21,7 @@ import { LogLimiter } from '../log/log-limiter.js'
 import type { BlockedNames } from '../metrics/blocked-names.js'
 import { PROTO_SNI, type GroupDecisions } from '../metrics/group-decisions.js'
 import { Decision, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK, type Decider } from '../policy/decide.js'
-import { ListenError } from '../errors.js'
+import { CnameBlockedError, ListenError } from '../errors.js'
 import { formatHostPort } from '../net/host-port.js'
 import { isPrivateIp } from '../net/private-ranges.js'
 import { FairShare } from '../fair-share.js'
@@ -311,8 +311,7 @@ class Connection {
     this.timer = setTimeout(() => this.upstreamFailed('resolve'), this.proxy.policy.settings.connectTimeoutMs)
     resolver.lookup(name, this.admitTarget).then(
       (addresses) => this.resolved(addresses.v6, addresses.v4),
-      (err: { code?: string; target?: string }) =>
-        err.code === 'ECNAME' ? this.cnameBlocked(err.target ?? null) : this.upstreamFailed('resolve'),
+      (err: unknown) => (err instanceof CnameBlockedError ? this.cnameBlocked(err.target) : this.upstreamFailed('resolve')),
     )
   }
 
@@ -391,16 +390,16 @@ class Connection {
   private readonly admitTarget = (target: Uint8Array): boolean =>
     this.proxy.policy.decider.decideWire(this.clientAddress, target, 0, ALIAS_DECISION).verdict !== VERDICT_BLOCKED
 
-  private cnameBlocked(target: string | null): void {
+  private cnameBlocked(target: string): void {
     if (this.phase !== PHASE_DIAL) return
     this.clearTimer()
-    this.proxy.deps.blocked.record('sni', target ?? '_invalid', this.clientAddress)
+    this.proxy.deps.blocked.record('sni', target, this.clientAddress)
     this.count('blocked')
     if (this.proxy.logLimiter.allow()) {
       const d = this.decision
       this.proxy.emit({
         protocol: 'sni', client: this.client.remoteAddress ?? null, name: this.name, verdict: 'blocked', rule: null,
-        reason: 'cname_blocked', group: d.group.name, mode: d.group.mode, ...(target !== null && { cname: target }),
+        reason: 'cname_blocked', group: d.group.name, mode: d.group.mode, cname: target,
       })
     }
     this.refuse(ALERT_ACCESS_DENIED)
