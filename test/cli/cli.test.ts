@@ -141,6 +141,24 @@ t.test('usage errors name the command and the problem, exit 2', async (t) => {
   }
 })
 
+t.test('an option that takes a value, given twice, is a usage error: the last one does not silently win', async (t) => {
+  const other = configFile('other.yaml', 'allow: []\n')
+  const cases: Array<[string[], RegExp]> = [
+    [['validate', '--config', good, '--config', other], /^egressd validate: -c, --config given twice \(".*good\.yaml", then ".*other\.yaml"\); name one file\n/],
+    [['validate', '-c', good, `--config=${good}`], /^egressd validate: -c, --config given twice/],
+    [['validate', `-c=${good}`, '-c', other], /^egressd validate: -c, --config given twice \(".*good\.yaml", then ".*other\.yaml"\)/],
+    [['check', '-c', good, '--client', '10.0.0.1', '--client', '10.0.0.2', 'x.example.net'], /^egressd check: --client given twice \("10\.0\.0\.1", then "10\.0\.0\.2"\)/],
+    [['suggest', '--threshold', '3', '--threshold', '4', '/dev/null'], /^egressd suggest: --threshold given twice/],
+  ]
+  for (const [args, want] of cases) {
+    const r = await egressd(...args)
+    t.equal(r.code, 2, args.join(' '))
+    t.match(r.stderr, want, args.join(' '))
+    t.notMatch(r.stderr, /\n\s+at /, 'no stack trace')
+  }
+  t.equal((await egressd('check', '-c', good, '--json', '--json', 'api.example.net')).code, 0, 'a flag given twice is harmless')
+})
+
 t.test('check explains a name that cannot be a host name, and still exits 1', async (t) => {
   const r = await egressd('check', '-c', good, 'a b.example.net', 'x..example.net')
   t.equal(r.code, 1)
