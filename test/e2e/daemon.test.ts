@@ -119,8 +119,9 @@ t.test('a listener that cannot be bound: exit 1 with a fatal line', async (t) =>
   t.equal(fatal.length, 1, 'one fatal line')
   t.match(fatal[0], {
     msg: new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${taken} \\(sni, tcp\\): address already in use; another process holds it`),
-    service: 'sni', transport: 'tcp', address: `127.0.0.1:${taken}`, reason: 'EADDRINUSE',
+    listener: 'sni', transport: 'tcp', address: `127.0.0.1:${taken}`, reason: 'EADDRINUSE',
   })
+  t.equal(fatal[0]!.service, 'egressd', 'the logger\'s own service field is not written a second time (a duplicate JSON key; parsers keep either one)')
   t.notOk(JSON.stringify(fatal[0]).includes('stack'), 'no stack trace')
   t.equal(d.stderr(), '', 'nothing on stderr')
   t.notOk(d.logs.some((l) => l.msg === 'ready'))
