@@ -141,6 +141,19 @@ t.test('usage errors name the command and the problem, exit 2', async (t) => {
   }
 })
 
+t.test('check prints the configuration\'s warnings on stderr, as validate does, and they leave its exit code alone', async (t) => {
+  const warned = configFile('warned.yaml', 'allow: [-api.example.net, ok.example.net]\n')
+  const ok = await egressd('check', '-c', warned, 'ok.example.net')
+  t.equal(ok.code, 0, 'allowed: 0')
+  t.equal(ok.stderr, `${warned}:1:9: warning: "-api.example.net": label "-api" starts with a hyphen: no host name can have one\n`)
+  t.equal(ok.stdout.split('\n')[0]!.split('\t')[0], 'allow')
+  const empty = configFile('empty.yaml', 'deny: [x.example.net]\n')
+  const blocked = await egressd('check', '-c', empty, '--json', 'a.example.net')
+  t.equal(blocked.code, 1, 'blocked: 1')
+  t.match(blocked.stderr, /^.*empty\.yaml: warning: 0 rules: every name is blocked/, 'the empty policy explains the block')
+  t.match(JSON.parse(blocked.stdout), { verdict: 'block' }, 'stdout stays one JSON row')
+})
+
 t.test('an option that takes a value, given twice, is a usage error: the last one does not silently win', async (t) => {
   const other = configFile('other.yaml', 'allow: []\n')
   const cases: Array<[string[], RegExp]> = [
