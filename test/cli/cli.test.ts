@@ -98,7 +98,7 @@ t.test('help, version, usage errors', async (t) => {
 })
 
 t.test('per-command help: `help COMMAND` and `COMMAND --help` print its usage and examples', async (t) => {
-  for (const command of ['run', 'check', 'suggest', 'validate', 'reload']) {
+  for (const command of ['run', 'check', 'suggest', 'validate', 'reload', 'help']) {
     const a = await egressd('help', command)
     const b = await egressd(command, '--help')
     const c = await egressd(command, '-h')
