@@ -35,7 +35,11 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
   try {
     parsed = parseArgs({ args: rest, options: spec.options, allowPositionals: true, strict: true, tokens: true })
   } catch (e) {
-    return { kind: 'error', error: cleanMessage((e as Error).message), spec }
+    let error = cleanMessage((e as Error).message)
+    // `check -api.example.com` (a name item 2 of validate warns about) reads as options.
+    const name = spec.positionals.max > 0 && error.startsWith('unknown option') ? rest.find((a) => /^-[^-=][^=]*\.[^=]*$/.test(a)) : undefined
+    if (name !== undefined) error += `; to name "${name}", put -- before it: egressd ${spec.name}${spec.options.config ? ' -c FILE' : ''} -- ${name}`
+    return { kind: 'error', error, spec }
   }
   const values: Record<string, string | boolean | undefined> = { ...parsed.values } as Record<string, string | boolean | undefined>
   // parseArgs keeps the last of a repeated option; a wrapper's `-c` followed by the

@@ -130,6 +130,7 @@ t.test('usage errors name the command and the problem, exit 2', async (t) => {
     [['validate', '-c'], /egressd validate: -c, --config needs a value/],
     [['validate', '-c', good, 'extra'], /egressd validate: unexpected argument "extra"/],
     [['check', '-c', good, '--json=yes', 'x'], /--json takes no value/],
+    [['check', '-c', good, '-api.example.net'], /^egressd check: unknown option -a; to name "-api\.example\.net", put -- before it: egressd check -c FILE -- -api\.example\.net\n/],
     [['check', '-c', good], /egressd check: name at least one host name/],
     [['-c', good, 'validate'], /-c goes after the command/],
     [[], /egressd: name a command/],
