@@ -41,7 +41,9 @@ function check(file: string, names: string[], json: boolean, client: string | nu
   let group: CompiledGroup
   let why: string
   try {
-    const config = loadConfig(file).config
+    const { config, warnings } = loadConfig(file)
+    // As validate prints them: "0 rules: every name is blocked" is often the whole answer.
+    for (const w of warnings) process.stderr.write(w + '\n')
     decider = new Decider(GroupSet.compile(allGroups(config)), { blockResponse: config.dns.blockResponse })
   } catch (e) {
     return configFailure(e)

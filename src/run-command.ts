@@ -44,9 +44,10 @@ export async function runDaemon(file: string): Promise<number> {
     } catch (e) {
       if (!(e instanceof StartError)) throw e
       // One line an operator can act on: what, where, why and the usual fix; no stack.
+      // `listener`, not `service`: every line already carries service "egressd".
       const cause = e.cause
       if (cause instanceof ListenError) {
-        d.log.fatal({ service: cause.service, transport: cause.transport, address: cause.address, reason: cause.reason, hint: cause.hint }, cause.message)
+        d.log.fatal({ listener: cause.service, transport: cause.transport, address: cause.address, reason: cause.reason, hint: cause.hint }, cause.message)
       } else {
         d.log.fatal({ reason: (cause as { code?: string })?.code ?? null }, e.message)
       }

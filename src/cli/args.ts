@@ -35,13 +35,27 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
   try {
     parsed = parseArgs({ args: rest, options: spec.options, allowPositionals: true, strict: true, tokens: true })
   } catch (e) {
-    return { kind: 'error', error: cleanMessage((e as Error).message), spec }
+    let error = cleanMessage((e as Error).message)
+    // `check -api.example.com` (a name item 2 of validate warns about) reads as options.
+    const name = spec.positionals.max > 0 && error.startsWith('unknown option') ? rest.find((a) => /^-[^-=][^=]*\.[^=]*$/.test(a)) : undefined
+    if (name !== undefined) error += `; to name "${name}", put -- before it: egressd ${spec.name}${spec.options.config ? ' -c FILE' : ''} -- ${name}`
+    return { kind: 'error', error, spec }
   }
   const values: Record<string, string | boolean | undefined> = { ...parsed.values } as Record<string, string | boolean | undefined>
+  // parseArgs keeps the last of a repeated option; a wrapper's `-c` followed by the
+  // operator's would then pick a file without a word, so a value given twice is refused.
+  const seen = new Map<string, string>()
   for (const token of parsed.tokens ?? []) {
-    if (token.kind === 'option' && token.rawName === '-c' && token.inlineValue && typeof token.value === 'string' && token.value.startsWith('=')) {
-      values.config = token.value.slice(1)
+    if (token.kind !== 'option' || typeof token.value !== 'string') continue
+    let value = token.value
+    if (token.rawName === '-c' && token.inlineValue && value.startsWith('=')) value = value.slice(1)
+    const first = seen.get(token.name)
+    if (first !== undefined) {
+      const short = spec.options[token.name]?.short
+      return { kind: 'error', error: `${short ? `-${short}, ` : ''}--${token.name} given twice ("${first}", then "${value}"); name one ${token.name === 'config' ? 'file' : 'value'}`, spec }
     }
+    seen.set(token.name, value)
+    values[token.name] = value
   }
   if (values.help === true) return { kind: 'command', cmd: { command: 'help', spec: commandSpec('help')!, values: {}, positionals: [name] } }
   if (typeof values.config === 'string' && values.config === '') return { kind: 'error', error: '-c needs a file', spec }

@@ -44,6 +44,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       '--client IP picks the group that IP belongs to; without it the top-level policy judges.',
       'Exit 0 when every name is allowed, 1 when any is blocked or would_block (report), 2 for a bad configuration.',
       'A name that is not a valid host name is blocked, and check says why.',
+      'The configuration\'s warnings go to stderr, as from validate; they do not change the exit code.',
     ],
     examples: [
       'egressd check -c egressd.yaml api.balena-cloud.com',

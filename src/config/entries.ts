@@ -95,7 +95,7 @@ export function readEntries(r: YamlReader, node: Node | null | undefined, path: 
     const hit = expanded.wildcard ? firstHit(expanded) : null
     if (action === 'allow' && hit !== null && !publicSuffix) {
       r.error(nameNode, `${path}: ${quote(text)} allows every name under ${describeHit(hit.hit)}; name a domain below it` +
-        ` (e.g. "*.example.${hit.hit.suffix}"), or write {name: ${JSON.stringify(text)}, public_suffix: true} if every name under it is meant`)
+        ` (e.g. "*.example.${hit.hit.below ? hit.name : hit.hit.suffix}"), or write {name: ${JSON.stringify(text)}, public_suffix: true} if every name under it is meant`)
       continue
     }
     if (suffixNode !== undefined && publicSuffix) {

@@ -282,7 +282,10 @@ class Loader {
     for (const dir of this.presetDirs) {
       const file = join(dir, `${name}.yaml`)
       try {
-        if (statSync(file).isFile()) return file
+        // Whatever is there is the preset: readBounded refuses a directory or a pipe by
+        // name, where skipping it made the preset silently empty.
+        statSync(file)
+        return file
       } catch {
         // not in this directory
       }
@@ -350,6 +353,10 @@ class Loader {
     try {
       const st = statSync(file)
       if (st.isDirectory()) throw new ConfigError(file, 1, 1, 'is a directory')
+      // Refused before the open: a named pipe with no writer blocks open() for ever, a
+      // terminal blocks the read (the main file may be a pipe: `-c <(…)` has a writer).
+      const odd = st.isFIFO() ? 'a named pipe' : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : null
+      if (odd !== null) throw new ConfigError(file, 1, 1, `is ${odd}, not a file`)
       if (st.isFile()) size = st.size
     } catch (e) {
       if (e instanceof ConfigError) throw e

@@ -21,7 +21,11 @@ export class YamlReader {
     const doc = parseDocument(text, { lineCounter: this.lines, prettyErrors: true, uniqueKeys: true })
     for (const e of doc.errors) {
       const at = e.linePos?.[0] ?? { line: 1, col: 1 }
-      this.add(at.line, at.col, e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, ''))
+      // yaml reports a stack overflow (about 800 nested [ or { here) in V8's own words.
+      const message = e.code === 'RESOURCE_EXHAUSTION' && /call stack/.test(e.message)
+        ? 'the YAML is nested too deeply to read (lists or mappings inside each other; a configuration needs a few levels)'
+        : e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')
+      this.add(at.line, at.col, message)
     }
     this.root = doc.errors.length > 0 ? null : (doc.contents as Node | null)
   }

@@ -98,7 +98,7 @@ t.test('help, version, usage errors', async (t) => {
 })
 
 t.test('per-command help: `help COMMAND` and `COMMAND --help` print its usage and examples', async (t) => {
-  for (const command of ['run', 'check', 'suggest', 'validate', 'reload']) {
+  for (const command of ['run', 'check', 'suggest', 'validate', 'reload', 'help']) {
     const a = await egressd('help', command)
     const b = await egressd(command, '--help')
     const c = await egressd(command, '-h')
@@ -130,6 +130,7 @@ t.test('usage errors name the command and the problem, exit 2', async (t) => {
     [['validate', '-c'], /egressd validate: -c, --config needs a value/],
     [['validate', '-c', good, 'extra'], /egressd validate: unexpected argument "extra"/],
     [['check', '-c', good, '--json=yes', 'x'], /--json takes no value/],
+    [['check', '-c', good, '-api.example.net'], /^egressd check: unknown option -a; to name "-api\.example\.net", put -- before it: egressd check -c FILE -- -api\.example\.net\n/],
     [['check', '-c', good], /egressd check: name at least one host name/],
     [['-c', good, 'validate'], /-c goes after the command/],
     [[], /egressd: name a command/],
@@ -139,6 +140,37 @@ t.test('usage errors name the command and the problem, exit 2', async (t) => {
     t.equal(r.code, 2, args.join(' '))
     t.match(r.stderr, want, args.join(' '))
   }
+})
+
+t.test('check prints the configuration\'s warnings on stderr, as validate does, and they leave its exit code alone', async (t) => {
+  const warned = configFile('warned.yaml', 'allow: [-api.example.net, ok.example.net]\n')
+  const ok = await egressd('check', '-c', warned, 'ok.example.net')
+  t.equal(ok.code, 0, 'allowed: 0')
+  t.equal(ok.stderr, `${warned}:1:9: warning: "-api.example.net": label "-api" starts with a hyphen: no host name can have one\n`)
+  t.equal(ok.stdout.split('\n')[0]!.split('\t')[0], 'allow')
+  const empty = configFile('empty.yaml', 'deny: [x.example.net]\n')
+  const blocked = await egressd('check', '-c', empty, '--json', 'a.example.net')
+  t.equal(blocked.code, 1, 'blocked: 1')
+  t.match(blocked.stderr, /^.*empty\.yaml: warning: 0 rules: every name is blocked/, 'the empty policy explains the block')
+  t.match(JSON.parse(blocked.stdout), { verdict: 'block' }, 'stdout stays one JSON row')
+})
+
+t.test('an option that takes a value, given twice, is a usage error: the last one does not silently win', async (t) => {
+  const other = configFile('other.yaml', 'allow: []\n')
+  const cases: Array<[string[], RegExp]> = [
+    [['validate', '--config', good, '--config', other], /^egressd validate: -c, --config given twice \(".*good\.yaml", then ".*other\.yaml"\); name one file\n/],
+    [['validate', '-c', good, `--config=${good}`], /^egressd validate: -c, --config given twice/],
+    [['validate', `-c=${good}`, '-c', other], /^egressd validate: -c, --config given twice \(".*good\.yaml", then ".*other\.yaml"\)/],
+    [['check', '-c', good, '--client', '10.0.0.1', '--client', '10.0.0.2', 'x.example.net'], /^egressd check: --client given twice \("10\.0\.0\.1", then "10\.0\.0\.2"\)/],
+    [['suggest', '--threshold', '3', '--threshold', '4', '/dev/null'], /^egressd suggest: --threshold given twice/],
+  ]
+  for (const [args, want] of cases) {
+    const r = await egressd(...args)
+    t.equal(r.code, 2, args.join(' '))
+    t.match(r.stderr, want, args.join(' '))
+    t.notMatch(r.stderr, /\n\s+at /, 'no stack trace')
+  }
+  t.equal((await egressd('check', '-c', good, '--json', '--json', 'api.example.net')).code, 0, 'a flag given twice is harmless')
 })
 
 t.test('check explains a name that cannot be a host name, and still exits 1', async (t) => {

@@ -6,7 +6,7 @@
  * loops, directories, a 10 MB file, a glob of thousands of files: a clear error, fast.
  */
 import t from 'tap'
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdirSync, mkdtempSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -136,6 +136,31 @@ t.test('a 10 MB include is refused from its size, before it is read; the byte bo
   t.ok(ms < 1000, `refused in ${ms.toFixed(0)} ms`)
   const ok = tree({ 'e.yaml': 'include: [small.yaml]\n', 'small.yaml': 'allow: [a.example.com]\n' })
   t.same(errorsOf(join(ok, 'e.yaml'), { ...opts, maxBytes: 1024 }), [], 'within the bound')
+})
+
+t.test('a named pipe or a device named by include or as a preset is refused before it is opened: a pipe with no writer would block the open for ever', async (t) => {
+  const dir = tree({ 'e.yaml': 'allow: [a.example.com]\ninclude:\n  - fifo.yaml\n  - /dev/zero\n' })
+  const fifo = join(dir, 'fifo.yaml')
+  execFileSync('mkfifo', [fifo])
+  const local = tree({})
+  execFileSync('mkfifo', [join(local, 'vendor.yaml')])
+  writeFileSync(join(dir, 'p.yaml'), 'presets: [vendor]\n')
+  // In a child process: before the fix the open of the pipe never returns.
+  const validate = (file: string, env: NodeJS.ProcessEnv = {}) => new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    execFile(process.execPath, [CLI, 'validate', '-c', file], { timeout: 10_000, env: { ...process.env, ...env } }, (err, _stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stderr }))
+  })
+  const r = await validate(join(dir, 'e.yaml'))
+  t.equal(r.code, 2, 'exit 2, not a hang')
+  t.equal(r.stderr, [
+    `${join(dir, 'e.yaml')}:3:5: include: "fifo.yaml" (${fifo}): is a named pipe, not a file`,
+    `${join(dir, 'e.yaml')}:4:5: include: "/dev/zero": is a character device, not a file`,
+    '',
+  ].join('\n'))
+  const glob = tree({ 'e.yaml': 'allow: [a.example.com]\ninclude: ["*.list"]\n' })
+  execFileSync('mkfifo', [join(glob, 'x.list')])
+  t.same(errorsOf(join(glob, 'e.yaml')), [], 'a glob passes over what is not a regular file, as before')
+  t.match(errorsOf(join(dir, 'p.yaml'), { ...opts, localPresetsDir: local }), [new RegExp(`vendor\\.yaml:1:1: is a named pipe, not a file$`)], 'a preset likewise, not an empty preset')
 })
 
 t.test(`a glob matching thousands of files stops at ${MAX_INCLUDE_FILES}; so do several globs together`, async (t) => {

@@ -152,3 +152,9 @@ t.test(`at most ${MAX_ERRORS} problems are listed, then how many more`, async (t
   t.match(errors[0], /^l\.yaml:2:/)
   t.equal(errors[MAX_ERRORS], `l.yaml:${MAX_ERRORS + 1}:9: 150 more problems not listed (at most ${MAX_ERRORS} are)`)
 })
+
+t.test('YAML nested deeper than the parser\'s stack: one error that says so, not "Maximum call stack size exceeded"', async (t) => {
+  const errors = errorsOf('allow: ' + '['.repeat(100_000) + ']'.repeat(100_000) + '\n')
+  t.equal(errors.length, 1)
+  t.match(errors[0], /^l\.yaml:1:\d+: the YAML is nested too deeply to read \(lists or mappings inside each other; a configuration needs a few levels\)$/)
+})

@@ -108,3 +108,16 @@ t.test('suggest uses the same rule: no proposal is a wildcard the loader would r
   t.same(load(yaml).errors, [], 'every proposal loads')
   for (const p of proposals) if (p.wildcard) t.equal(wildcardOverPublicSuffix(expandPattern(p.pattern).names[0]!), null)
 })
+
+t.test('a wildcard above a public suffix inside a registrable domain is refused too: *.amazonaws.com reaches every S3 bucket', async (t) => {
+  t.same(wildcardOverPublicSuffix('amazonaws.com'), { suffix: 's3.amazonaws.com', section: 'private', below: true }, 'the nearest suffix inside it')
+  t.match(wildcardOverPublicSuffix('eu-west-1.amazonaws.com'), { section: 'private', below: true, suffix: /\.eu-west-1\.amazonaws\.com$/ })
+  t.match(wildcardOverPublicSuffix('core.windows.net'), { section: 'private', below: true })
+  for (const ok of ['iot.eu-west-1.amazonaws.com', 'amazon.com', 'city.kawasaki.jp', 'example.com']) t.equal(wildcardOverPublicSuffix(ok), null, ok)
+  t.same(load('allow:\n  - "*.amazonaws.com"\n').errors, [
+    'p.yaml:2:5: allow: "*.amazonaws.com" allows every name under "s3.amazonaws.com", a public suffix inside it (private section of the Public Suffix List):' +
+      ' anyone can publish names under it; name a domain below it (e.g. "*.example.amazonaws.com"), or write {name: "*.amazonaws.com", public_suffix: true} if every name under it is meant',
+  ])
+  t.same(load('allow:\n  - "*.iot.eu-west-1.amazonaws.com"\n  - {name: "*.amazonaws.com", public_suffix: true}\ndeny: ["*.amazonaws.com"]\n').errors, [], 'below it, marked, or in deny: accepted')
+  t.notOk(collapsible('amazonaws.com'), 'suggest does not propose it either')
+})

@@ -119,8 +119,9 @@ t.test('a listener that cannot be bound: exit 1 with a fatal line', async (t) =>
   t.equal(fatal.length, 1, 'one fatal line')
   t.match(fatal[0], {
     msg: new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${taken} \\(sni, tcp\\): address already in use; another process holds it`),
-    service: 'sni', transport: 'tcp', address: `127.0.0.1:${taken}`, reason: 'EADDRINUSE',
+    listener: 'sni', transport: 'tcp', address: `127.0.0.1:${taken}`, reason: 'EADDRINUSE',
   })
+  t.equal(fatal[0]!.service, 'egressd', 'the logger\'s own service field is not written a second time (a duplicate JSON key; parsers keep either one)')
   t.notOk(JSON.stringify(fatal[0]).includes('stack'), 'no stack trace')
   t.equal(d.stderr(), '', 'nothing on stderr')
   t.notOk(d.logs.some((l) => l.msg === 'ready'))
@@ -140,4 +141,37 @@ t.test('port 53 taken: the hint names systemd-resolved and dnsmasq', { skip: por
   const d = startDaemon('dns: { listen: ["127.0.0.2:53"], upstreams: ["127.0.0.1:9"] }\nsni: { listen: [] }\n')
   t.equal(await d.exited, 1)
   t.match(d.logs.find((l) => l.level === 'fatal'), { reason: 'EADDRINUSE', hint: /systemd-resolved.*dnsmasq/ })
+})
+
+// A port below 1024 as an unprivileged user: the real EACCES path and its hint. Needs root
+// to drop to nobody (setpriv), and a checkout nobody may read.
+const asNobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+const nobodySkip = process.getuid?.() !== 0 ? 'not root: cannot drop to an unprivileged user'
+  : !(await hasTool('setpriv')) ? 'setpriv is not installed (util-linux)'
+    : (await new Promise<boolean>((resolve) => execFile('env', ['-u', 'NODE_OPTIONS', ...asNobody, process.execPath, '-e', `require('fs').accessSync(${JSON.stringify(process.cwd() + '/dist/cli.js')})`], (err) => resolve(err === null))))
+      ? false : 'user nobody cannot read this checkout\'s dist/cli.js'
+
+t.test('a port below 1024 without CAP_NET_BIND_SERVICE: one fatal line with the hint, no stack, exit 1', { skip: nobodySkip }, async (t) => {
+  const { mkdtempSync, chmodSync } = await import('node:fs')
+  const { join } = await import('node:path')
+  const { tmpdir } = await import('node:os')
+  const dir = mkdtempSync(join(tmpdir(), 'egressd-nobody-'))
+  chmodSync(dir, 0o755)
+  const file = join(dir, 'egressd.yaml')
+  writeFileSync(file, 'dns: { listen: ["127.0.0.1:1023"], upstreams: ["127.0.0.1:9"] }\nsni: { listen: [] }\nmetrics: { listen: null }\nallow: [a.example.com]\n', { mode: 0o644 })
+  const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    // env -u NODE_OPTIONS: tap's process-info hooks would write into .tap/ as nobody and fail.
+    execFile('env', ['-u', 'NODE_OPTIONS', ...asNobody, process.execPath, join(process.cwd(), 'dist/cli.js'), 'run', '-c', file], { timeout: 20_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }))
+  })
+  t.equal(r.code, 1, r.stderr)
+  t.equal(r.stderr, '', 'nothing on stderr')
+  const lines = r.stdout.trim().split('\n')
+  t.equal(lines.length, 1, 'one line')
+  const line = JSON.parse(lines[0]!) as Record<string, unknown>
+  t.match(line, {
+    level: 'fatal', listener: 'dns', transport: 'udp', address: '127.0.0.1:1023', reason: 'EACCES',
+    msg: /^cannot listen on 127\.0\.0\.1:1023 \(dns, udp\): permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE/,
+  })
+  t.notOk(lines[0]!.includes('stack'), 'no stack trace')
 })

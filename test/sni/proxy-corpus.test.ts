@@ -73,6 +73,7 @@ t.test('a blocked name and a denied name: reset, counted, logged with the decidi
   t.equal(upstream.accepted, 0)
   t.equal(await p.metric('egressd_sni_connections_total{verdict="blocked"}'), 3)
   t.equal(await p.metric('egressd_blocked_total{protocol="sni",name="bad.example.test"}'), 1)
+  t.equal(await p.metric('egressd_client_blocked_total{protocol="sni",client="127.0.0.1"}'), 3, 'blocked TLS connections by device')
   t.match(
     p.logs.find((l) => l.name === 'bad.example.test'),
     { protocol: 'sni', verdict: 'blocked', rule: 'bad.example.test', reason: 'denied', client: '127.0.0.1', msg: 'blocked' },
