@@ -91,7 +91,7 @@ t.test('Containerfile: build on a local Node 24 base, run with host networking, 
   t.equal(status(s.allowed), 'NOERROR', 'an allowed name is answered')
   t.match(s.allowed, /198\.51\.100\.7/)
   t.equal(status(s.blocked), 'NXDOMAIN')
-  t.comment(`image ${image}: ${(size / 1e6).toFixed(0)} MB (base ${(baseSize / 1e6).toFixed(0)} MB, egressd's layers ${((size - baseSize) / 1e6).toFixed(1)} MB); idle RSS in the container ${(s.idleRssKiB / 1024).toFixed(1)} MiB`)
+  t.comment(`image ${image}: ${(size / 1e6).toFixed(0)} MB (base ${(baseSize / 1e6).toFixed(0)} MB, egressd's layers ${((size - baseSize) / 1e6).toFixed(1)} MB); idle RSS in the container ${(s.idleRssKiB / 1024).toFixed(1)} MiB after ready, ${(s.settledRssKiB / 1024).toFixed(1)} MiB once the reload worker has exited`)
 })
 
 function runEnv(cmd: string, args: string[], timeoutMs: number) {

@@ -77,13 +77,14 @@ t.test('Debian package: build, lintian, install, run, upgrade over itself, remov
   const valid = await runCommand('/usr/bin/egressd', ['validate', '-c', CONF])
   t.equal(valid.code, 0, `egressd validate on the installed conffile: ${valid.stderr}`)
 
-  t.test('systemd-analyze verify on the installed unit', { skip: await needTool('systemd-analyze', 'systemd') }, async (t) => {
+  // Awaited: the steps below reinstall, remove and purge the package, which must not race the daemon still running here.
+  await t.test('systemd-analyze verify on the installed unit', { skip: await needTool('systemd-analyze', 'systemd') }, async (t) => {
     const v = await runCommand('systemd-analyze', ['verify', UNIT])
     t.equal(v.code, 0, v.stderr)
     t.equal(v.stderr.trim(), '', 'no warnings')
   })
 
-  t.test('the installed code runs and answers dig', async (t) => {
+  await t.test('the installed code runs and answers dig', async (t) => {
     const up = await upstream()
     t.teardown(() => up.close())
     const ports = await freePorts()
@@ -92,7 +93,7 @@ t.test('Debian package: build, lintian, install, run, upgrade over itself, remov
     t.equal(status(s.allowed), 'NOERROR')
     t.equal(status(s.blocked), 'NXDOMAIN')
     const disk = await diskKiB('/usr/lib/egressd', '/usr/share/egressd', '/usr/share/doc/egressd', CONF, UNIT)
-    t.comment(`footprint (Debian package, Node ${process.versions.node} at ${process.execPath}): ${(disk / 1024).toFixed(1)} MiB on disk without Node.js, idle RSS ${(s.idleRssKiB / 1024).toFixed(1)} MiB`)
+    t.comment(`footprint (Debian package, Node ${process.versions.node} at ${process.execPath}): ${(disk / 1024).toFixed(1)} MiB on disk without Node.js, idle RSS ${(s.idleRssKiB / 1024).toFixed(1)} MiB after ready, ${(s.settledRssKiB / 1024).toFixed(1)} MiB once the reload worker has exited`)
   })
 
   // An operator's edit must survive the package being installed over itself.

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { fakeUpstream, hasTool } from '../dns/helpers.js'
 import { freePort, runCommand } from '../helpers/daemon.js'
 import { watchJsonLines, type JsonProcess } from '../helpers/json-process.js'
+import { WORKER_IDLE_MS } from '../../src/daemon/reload.js'
 
 export const ROOT = process.cwd()
 export const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
@@ -59,8 +60,10 @@ export interface Smoke {
   readyz: number
   allowed: string
   blocked: string
-  /** Resident set size a few seconds after `ready`, in KiB (from /proc). */
+  /** Resident set size a few seconds after `ready`, in KiB (from /proc): the start-up load's worker thread is still up. */
   idleRssKiB: number
+  /** Resident set size once that worker has exited (WORKER_IDLE_MS after its last request), in KiB. */
+  settledRssKiB: number
 }
 
 /** The fake upstream every install test points egressd at: A 198.51.100.7 for anything. */
@@ -75,7 +78,9 @@ export async function upstream(): Promise<{ port: number; close: () => Promise<v
  * (the process itself by default; a container runtime passes the container's pid), stops it.
  */
 export async function smoke(cmd: string, args: string[], p: Ports, opts: { env?: NodeJS.ProcessEnv; pidOf?: (proc: JsonProcess) => Promise<number>; readyTimeoutMs?: number } = {}): Promise<Smoke> {
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env })
+  // tap's spawn wrapper puts its NODE_OPTIONS hooks (and coverage) back into any env it is
+  // given; loaded into the daemon they added ~75 MiB to the measured RSS. `env -u` strips them after it.
+  const proc = spawn('env', ['-u', 'NODE_OPTIONS', '-u', 'NODE_V8_COVERAGE', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env })
   // Lenient: a container runtime may print its own lines beside egressd's JSON.
   const j = watchJsonLines(proc, false)
   try {
@@ -86,8 +91,10 @@ export async function smoke(cmd: string, args: string[], p: Ports, opts: { env?:
     const blocked = await dig('www.example.org')
     await new Promise((r) => setTimeout(r, 2000))
     const pid = opts.pidOf ? await opts.pidOf(j) : proc.pid!
-    const idleRssKiB = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN)
-    return { ready, readyz, allowed, blocked, idleRssKiB }
+    const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN)
+    const idleRssKiB = rss()
+    await new Promise((r) => setTimeout(r, WORKER_IDLE_MS + 1000))
+    return { ready, readyz, allowed, blocked, idleRssKiB, settledRssKiB: rss() }
   } catch (e) {
     throw new Error(`${(e as Error).message}\nstderr: ${j.stderr().slice(-2000)}\nstdout: ${JSON.stringify(j.lines.slice(-10))}`)
   } finally {
