@@ -68,6 +68,14 @@ t.test('Containerfile: build on a local Node 24 base, run with host networking, 
   const valid = await podman(['run', '--rm', '--network', 'host', image, 'validate', '-c', '/etc/egressd/egressd.yaml'])
   t.equal(valid.code, 0, `the baked configuration validates: ${valid.stderr}`)
 
+  // deploy/balena's `ruleset` service: the image's loader, as root with NET_ADMIN, in a
+  // network namespace of the container's own (--network none), never the host's.
+  const ruleset = await podman(['run', '--rm', '--network', 'none', '--user', '0:0', '--cap-add', 'NET_ADMIN', '-e', 'DEVICE_IF=eth9',
+    '-e', 'EGRESSD_DNS_PORT=5353', '-e', 'EGRESSD_SNI_PORT=8443', '--entrypoint', 'egressd-ruleset', image, '--list'])
+  t.equal(ruleset.code, 0, `egressd-ruleset in the image: ${ruleset.stderr}`)
+  t.match(ruleset.stdout, /iifname "eth9" udp dport 53 redirect to :5353/, 'the ruleset service loads the shipped ruleset with its environment')
+  t.match(ruleset.stdout, /iifname "eth9" tcp dport 443 redirect to :8443/)
+
   const up = await upstream()
   t.teardown(() => up.close())
   const ports = await freePorts()
