@@ -2,7 +2,7 @@
  * `dns.upstreams` items as people write them for dnsmasq, unbound, Blocky or AdGuard:
  * `9.9.9.9`, `[2620:fe::fe]` and `2620:fe::fe` mean port 53; `9.9.9.9:5353` and
  * `[2620:fe::fe]:5353` name the port; `udp://9.9.9.9` and `dns://9.9.9.9` are plain DNS
- * (UDP, TCP when an answer is truncated). Encrypted upstreams (issue #14):
+ * (UDP, TCP when an answer is truncated). Encrypted upstreams:
  * `tls://IP[:853][#auth-name]` is DNS over TLS (RFC 7858; Blocky's `tcp-tls:` too), the
  * certificate checked against `auth-name`, or against the address without one;
  * `https://host[:port][/path]#IP` is DNS over HTTPS (RFC 8484), `IP` the bootstrap

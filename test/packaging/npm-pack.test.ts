@@ -1,5 +1,5 @@
 import t from 'tap'
-import { existsSync, mkdtempSync } from 'node:fs'
+import { existsSync, mkdtempSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { runCommand } from '../helpers/daemon.js'
@@ -59,7 +59,7 @@ t.test('npm pack, install -g into a temp prefix, egressd --version / validate / 
   t.equal(status(s.blocked), 'NXDOMAIN', 'a blocked name is not')
 
   const disk = await diskKiB(pkgDir)
-  t.comment(`footprint (npm install -g, Node ${process.versions.node}): ${(disk / 1024).toFixed(1)} MiB on disk in ${pkgDir.replace(work, '$TMP')}, idle RSS ${(s.idleRssKiB / 1024).toFixed(1)} MiB after ready, ${(s.settledRssKiB / 1024).toFixed(1)} MiB once the reload worker has exited`)
+  t.comment(`footprint (npm install -g, Node ${process.versions.node}): tarball ${(statSync(tgz).size / 1024).toFixed(0)} KiB, ${(disk / 1024).toFixed(1)} MiB on disk in ${pkgDir.replace(work, '$TMP')}, idle RSS ${(s.idleRssKiB / 1024).toFixed(1)} MiB after ready, ${(s.settledRssKiB / 1024).toFixed(1)} MiB once the reload worker has exited`)
   t.ok(s.idleRssKiB > 10_000 && s.idleRssKiB < 200_000, `idle RSS ${s.idleRssKiB} KiB is plausible`)
 })
 
