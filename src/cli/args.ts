@@ -57,7 +57,9 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
     seen.set(token.name, value)
     values[token.name] = value
   }
-  if (values.help === true) return { kind: 'command', cmd: { command: 'help', spec: commandSpec('help')!, values: {}, positionals: [name] } }
+  // `help check --help` asks about check, as `help check` does.
+  const about = name === 'help' && parsed.positionals.length > 0 ? parsed.positionals[0]! : name
+  if (values.help === true) return { kind: 'command', cmd: { command: 'help', spec: commandSpec('help')!, values: {}, positionals: [about] } }
   if (typeof values.config === 'string' && values.config === '') return { kind: 'error', error: '-c needs a file', spec }
   const { min, max, what } = spec.positionals
   const positionals = parsed.positionals

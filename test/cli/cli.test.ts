@@ -108,6 +108,8 @@ t.test('per-command help: `help COMMAND` and `COMMAND --help` print its usage an
     t.equal(b.stdout, a.stdout, `${command} --help is help ${command}`)
     t.equal(c.stdout, a.stdout, `${command} -h is help ${command}`)
   }
+  const about = await egressd('help', 'check', '--help')
+  t.equal(about.stdout, (await egressd('help', 'check')).stdout, 'help check --help is help check')
   const unknown = await egressd('help', 'frobnicate')
   t.equal(unknown.code, 2)
   t.match(unknown.stderr, /unknown command "frobnicate"/)
