@@ -1,9 +1,14 @@
-import t from 'tap'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import t, { type Test as Tap } from 'tap'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { runCommand } from '../helpers/daemon.js'
 import { freePorts, isRoot, loopbackConfig, needTool, ROOT, smoke, status, upstream, VERSION, writeTemp } from './installed.js'
+import { listSet } from '../firewall/helpers.js'
+import { watchJsonLines } from '../helpers/json-process.js'
+import { spawnInNs, type NsProcess } from '../e2e/netns/process.js'
+import { GATEWAY_LAN, WORLD, Topology, missingPrerequisite, runInNs } from '../e2e/netns/topology.js'
 
 /**
  * The Containerfile, built and run with Debian's podman. Public registries are not
@@ -100,7 +105,90 @@ t.test('Containerfile: build on a local Node 24 base, run with host networking, 
   t.match(s.allowed, /198\.51\.100\.7/)
   t.equal(status(s.blocked), 'NXDOMAIN')
   t.comment(`image ${image}: ${(size / 1e6).toFixed(0)} MB (base ${(baseSize / 1e6).toFixed(0)} MB, egressd's layers ${((size - baseSize) / 1e6).toFixed(1)} MB); idle RSS in the container ${(s.idleRssKiB / 1024).toFixed(1)} MiB after ready, ${(s.settledRssKiB / 1024).toFixed(1)} MiB once the reload worker has exited`)
+
+  const netnsSkip = await missingPrerequisite()
+  await t.test('deploy/balena as a gateway: the ruleset service and egressd from the image in a gateway namespace', { skip: netnsSkip ?? false }, async (t) => {
+    await balenaGateway(t, image)
+  })
 })
+
+const NTP_POOL = '198.18.1.20'
+const NTP_OTHER = '198.18.1.21'
+const WORLD_SCRIPT = join(ROOT, 'test', 'e2e', 'netns', 'world.mjs')
+const UDP_PROBE = join(ROOT, 'test', 'e2e', 'netns', 'udp-probe.mjs')
+
+/**
+ * The two services of deploy/balena/docker-compose.yml, run as balena would run them but
+ * with Podman, in the gateway namespace of the three-namespace topology of
+ * test/e2e/gateway-netns.test.ts (`--network ns:`, never the host's network): the
+ * `ruleset` service (root, NET_ADMIN, egressd-ruleset with its environment) and egressd
+ * (uid 10001, NET_ADMIN, the sink on, DNS on 5353 behind the redirect). A device asks
+ * for an NTP name through the gateway's port 53 and reaches the answered address; the
+ * sink's element was written by the nft of a process without capabilities of its own.
+ */
+async function balenaGateway(t: Tap, image: string): Promise<void> {
+  const topo = new Topology(process.pid)
+  const dir = mkdtempSync(join(tmpdir(), 'egressd-balena-'))
+  let world: NsProcess | null = null
+  let daemon: NsProcess | null = null
+  const name = `egressd-balena-${process.pid}`
+  t.teardown(async () => {
+    await podman(['rm', '-f', '-t', '5', name])
+    await daemon?.stop(5000)
+    await world?.stop(2000)
+    await topo.cleanup()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  await topo.build([NTP_POOL, NTP_OTHER])
+  const { dev, gw } = topo.ns
+  const file = (n: string, text: string) => {
+    const p = join(dir, n)
+    writeFileSync(p, text, { mode: 0o644 })
+    return p
+  }
+  await runCommand('chmod', ['0755', dir])
+  world = spawnInNs(topo.ns.world, [WORLD_SCRIPT, file('world.json', JSON.stringify({
+    dns: { host: WORLD, port: 53, zone: { 'ntp.example': NTP_POOL } }, https: [], udp: [NTP_POOL, NTP_OTHER].map((host) => ({ host, port: 123 })),
+  }))])
+  await world.waitFor((l) => l.ev === 'ready', 'world ready')
+  const netns = `ns:/run/netns/${gw}`
+
+  const rs = await podman(['run', '--rm', '--network', netns, '--user', '0:0', '--cap-add', 'NET_ADMIN', '-e', 'DEVICE_IF=lan0', '-e', 'WAN_IF=wan0',
+    '-e', 'EGRESSD_DNS_PORT=5353', '-e', 'EGRESSD_SNI_PORT=8443', '-e', 'EGRESSD_SCOPE=shared_scope', '--entrypoint', 'egressd-ruleset', image])
+  t.equal(rs.code, 0, `the ruleset service: ${rs.stderr.slice(-1000)}`)
+  const config = file('egressd.yaml', [
+    'dns:',
+    `  listen: ["${GATEWAY_LAN}:5353"]`,
+    `  upstreams: ["${WORLD}:53"]`,
+    '  clients: [192.168.77.0/24]',
+    'sni:',
+    `  listen: ["${GATEWAY_LAN}:8443"]`,
+    'metrics:',
+    '  listen: "127.0.0.1:9153"',
+    'firewall:',
+    '  nftables:',
+    '    enabled: true',
+    'allow: [{name: "ntp.example", ports: [123/udp]}]',
+    '',
+  ].join('\n'))
+  const proc = spawn('env', ['-u', 'NODE_OPTIONS', '-u', 'NODE_V8_COVERAGE', 'podman', ...P, 'run', '--rm', '--name', name, '--network', netns,
+    '--cap-add', 'NET_ADMIN', '-v', `${config}:/etc/egressd/egressd.yaml:ro`, image], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  daemon = watchJsonLines(proc, false)
+  await daemon.waitFor((l) => l.msg === 'ready', 'egressd ready in the container', 60_000)
+  t.match(daemon.lines.find((l) => l.msg === 'nftables sets ready'), { scope: 'shared' }, 'the sink set up its sets: nft ran with NET_ADMIN from its file capability')
+
+  const probe = async (args: string[]) => {
+    const r = await runInNs(dev, [process.execPath, UDP_PROBE, ...args])
+    if (r.code !== 0) throw new Error(`udp-probe failed (${r.code}): ${r.stderr}`)
+    return JSON.parse(r.stdout) as { reply: string | null; rcode?: string; address?: string }
+  }
+  const r = await probe(['resolve-send', GATEWAY_LAN, 'ntp.example', '123', 'asked', '3000'])
+  t.same([r.rcode, r.address, r.reply], ['NOERROR', NTP_POOL, 'pong asked'], 'asked the gateway\'s port 53 (redirected to 5353), then reached the answer on 123/udp')
+  t.same((await listSet(gw, 'egressd', 'allow4')).map((e) => e.key), [`${NTP_POOL} . udp . 123`], 'the element egressd\'s sink wrote')
+  t.equal((await probe(['send', NTP_OTHER, '123', 'unasked', '300'])).reply, null, 'an address nobody asked for is dropped')
+  const blocked = await runInNs(dev, ['dig', `@${GATEWAY_LAN}`, '+time=2', '+tries=1', 'other.example', 'A'])
+  t.match(blocked.stdout, /status: NXDOMAIN/, 'a name not on the allowlist: NXDOMAIN from egressd')
+}
 
 function runEnv(cmd: string, args: string[], timeoutMs: number) {
   return import('node:child_process').then(({ execFile }) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
