@@ -182,15 +182,8 @@ export class UpstreamClient {
   /** One try to an encrypted upstream, ended by close() like the plain ones. */
   private secureTry(pool: DotUpstream | DohUpstream, query: Buffer, questionEnd: number): Promise<Buffer> {
     return new Promise((resolve, reject) => {
-      let done = false
-      const finish = (err: Error | null, answer?: Buffer) => {
-        if (done) return
-        done = true
-        this.tries.delete(finish)
-        if (err !== null) reject(err)
-        else resolve(answer!)
-      }
-      this.tries.add(finish)
+      // The pool times its own exchanges out: no timer here.
+      const finish = this.settleOnce(resolve, reject, null, noop)
       pool.exchange(padQuery(query), questionEnd, this.timeoutMs).then((a) => finish(null, a), (e: Error) => finish(e))
     })
   }
@@ -206,21 +199,36 @@ export class UpstreamClient {
     for (const t of this.targets) t.secure?.close()
   }
 
+  /**
+   * The one way a try ends, whichever comes first (its answer, its error, its timer, or
+   * close()): the first call settles the promise after releasing the socket and timer,
+   * later calls do nothing. `timedOut` null: the transport times itself out.
+   */
+  private settleOnce(
+    resolve: (answer: Buffer) => void,
+    reject: (err: Error) => void,
+    timedOut: (() => Error) | null,
+    release: () => void,
+  ): (err: Error | null, answer?: Buffer) => void {
+    let done = false
+    const finish = (err: Error | null, answer?: Buffer): void => {
+      if (done) return
+      done = true
+      this.tries.delete(finish)
+      if (timer !== null) clearTimeout(timer)
+      release()
+      if (err !== null) reject(err)
+      else resolve(answer!)
+    }
+    const timer = timedOut === null ? null : setTimeout(() => finish(timedOut()), this.timeoutMs)
+    this.tries.add(finish)
+    return finish
+  }
+
   private udpTry(target: Target, query: Buffer, questionEnd: number): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const sock = dgram.createSocket(target.family === 6 ? 'udp6' : 'udp4')
-      let done = false
-      const finish = (err: Error | null, answer?: Buffer) => {
-        if (done) return
-        done = true
-        this.tries.delete(finish)
-        clearTimeout(timer)
-        sock.close()
-        if (err !== null) reject(err)
-        else resolve(answer!)
-      }
-      const timer = setTimeout(() => finish(new UpstreamFailure('timeout', `upstream ${target.host}:${target.port} timed out`)), this.timeoutMs)
-      this.tries.add(finish)
+      const finish = this.settleOnce(resolve, reject, () => new UpstreamFailure('timeout', `upstream ${target.host}:${target.port} timed out`), () => sock.close())
       sock.on('error', (err) => finish(new UpstreamFailure('network', `upstream ${target.host}:${target.port}: ${err.message}`)))
       sock.on('message', (msg, rinfo) => {
         if (rinfo.port !== target.port || rinfo.address !== target.canonical) {
@@ -248,19 +256,8 @@ export class UpstreamClient {
       const sock = net.connect({ host: target.host, port: target.port })
       const chunks: Buffer[] = []
       let have = 0
-      let done = false
-      const finish = (err: Error | null, answer?: Buffer) => {
-        if (done) return
-        done = true
-        this.tries.delete(finish)
-        clearTimeout(timer)
-        sock.destroy()
-        if (err !== null) reject(err)
-        else resolve(answer!)
-      }
       const where = `upstream ${target.host}:${target.port} (tcp)`
-      const timer = setTimeout(() => finish(new UpstreamFailure('timeout', `${where} timed out`)), this.timeoutMs)
-      this.tries.add(finish)
+      const finish = this.settleOnce(resolve, reject, () => new UpstreamFailure('timeout', `${where} timed out`), () => sock.destroy())
       sock.on('error', (err) => finish(new UpstreamFailure('tcp', `${where}: ${err.message}`)))
       sock.on('end', () => finish(new UpstreamFailure('tcp', `${where} closed before answering`)))
       sock.on('connect', () => {
@@ -288,3 +285,5 @@ export class UpstreamClient {
     })
   }
 }
+
+function noop(): void {}
