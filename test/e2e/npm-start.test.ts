@@ -1,10 +1,23 @@
 // `npm start` stopped with SIGTERM or SIGINT leaves no daemon behind (issue #13 item 7):
 // npm signals its script's shell, and a shell that ran the daemon as a child would exit
 // and leave it running; the script `exec`s the daemon so the signal reaches it.
+//
+// `npm start` builds first, so it runs in a copy of the checkout (the files git knows,
+// node_modules linked): built in place, it rewrote dist/ while the suite's other files
+// spawned dist/cli.js, and one of them once loaded a half-written module.
 import t from 'tap'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import { once } from 'node:events'
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+const ROOT = process.cwd()
+const copy = mkdtempSync(join(tmpdir(), 'egressd-npm-start-'))
+t.teardown(() => rmSync(copy, { recursive: true, force: true }))
+execFileSync('sh', ['-c', 'git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - | tar -xf - -C "$1"', 'sh', copy], { cwd: ROOT })
+symlinkSync(join(ROOT, 'node_modules'), join(copy, 'node_modules'))
 
 function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -18,7 +31,7 @@ const busy = (await portFree(5353)) ? false : '127.0.0.1:5353 is taken on this h
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   t.test(`npm start, then ${signal} to npm: the daemon stops too`, { skip: busy, timeout: 120_000 }, async (t) => {
-    const npm = spawn('npm', ['start'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const npm = spawn('npm', ['start'], { cwd: copy, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     npm.stdout.on('data', (c: Buffer) => (out += String(c)))
     const deadline = Date.now() + 90_000
