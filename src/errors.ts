@@ -81,12 +81,15 @@ export class OverloadError extends EgressdError {
   }
 }
 
+/** How an upstream try went: plain UDP, TCP (asked over TCP, or a truncated UDP answer retried), DoT, DoH. */
+export const UPSTREAM_TRANSPORTS = ['udp', 'tcp', 'tls', 'https'] as const
+export type UpstreamTransport = (typeof UPSTREAM_TRANSPORTS)[number]
+
 /** One failed upstream try, as the query's log line names it. */
 export interface FailedTry {
   /** The upstream as configured (`9.9.9.9:53`, `tls://dns.quad9.net@9.9.9.9:853`). */
   readonly upstream: string
-  /** How the try went: udp, tcp (asked over TCP, or a truncated UDP answer retried), tls, https. */
-  readonly transport: 'udp' | 'tcp' | 'tls' | 'https'
+  readonly transport: UpstreamTransport
   /** The `egressd_dns_upstream_errors_total` reason: timeout, network, servfail, refused, certificate … */
   readonly reason: string
   /** The system's or the upstream's words (`connect ECONNREFUSED 127.0.0.1:53`, `answered RCODE 2`). */

@@ -1,5 +1,6 @@
 import { Gauge, Histogram, type Registry } from 'prom-client'
 import { FastCounter } from '../metrics/fast-counter.js'
+import type { UpstreamTransport } from '../errors.js'
 
 /** would_block: a name the group's policy blocks, let through by report mode or a report entry. */
 export const VERDICTS = ['allowed', 'blocked', 'refused', 'malformed', 'rate_limited', 'would_block'] as const
@@ -25,8 +26,6 @@ export type UpstreamError = (typeof UPSTREAM_ERRORS)[number]
  */
 export const UPSTREAM_CLOSES = ['idle', 'server', 'goaway', 'error', 'unresponsive'] as const
 export type UpstreamClose = (typeof UPSTREAM_CLOSES)[number]
-export const UPSTREAM_TRANSPORTS = ['udp', 'tcp', 'tls', 'https'] as const
-export type UpstreamTransport = (typeof UPSTREAM_TRANSPORTS)[number]
 
 /**
  * A counter per upstream (the `upstream` label: the upstream as configured) and one more

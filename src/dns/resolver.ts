@@ -84,14 +84,14 @@ export class Resolver {
     this.settings = settings
     this.shares = new FairShare(settings.maxPendingUpstream)
     this.cache = new DnsCache(settings.cache, now)
-    this.upstream = new UpstreamClient(settings.upstreams, settings.upstreamTimeoutMs, metrics, log, settings.upstreamCaFile ?? '')
+    this.upstream = new UpstreamClient(settings.upstreams, settings.upstreamTimeoutMs, metrics, log, settings.upstreamCaFile)
   }
 
   /** Reload: new upstreams, timeouts, TTL bounds and cache limits; flights in progress finish as they were. */
   configure(settings: DnsConfig): void {
     this.settings = settings
     this.shares.budget = settings.maxPendingUpstream
-    this.upstream.configure(settings.upstreams, settings.upstreamTimeoutMs, settings.upstreamCaFile ?? '')
+    this.upstream.configure(settings.upstreams, settings.upstreamTimeoutMs, settings.upstreamCaFile)
     this.cache.resize(settings.cache)
     // New TTL bounds apply to what comes next; nothing is kept past the answers it came from.
     this.addressCache.clear()
@@ -122,6 +122,27 @@ export class Resolver {
   /** Stop: ends upstream tries in progress (their flights reject) and refuses new ones. */
   close(): void {
     this.upstream.close()
+  }
+
+  /**
+   * The upstream answer without `ech` params (svcb-ech.ts), packed for the cache and
+   * counted; null when it had none; the reason when an HTTPS/SVCB record is malformed.
+   */
+  private withoutEch(answer: Buffer): ReturnType<typeof packAnswer> | null | string {
+    const r = this.echStrip
+    const res = stripEch(answer, answer.length, r)
+    if (res === STRIP_MALFORMED) return r.reason
+    if (res === STRIP_UNCHANGED) return null
+    const out = r.out!
+    // The rewrite keeps every name and length valid (its tests check it with this scan),
+    // so this cannot fail; the check keeps a broken rewrite from ever being relayed.
+    const rescan = scanAnswer(out, out.length)
+    if (rescan === null) return 'the rewritten answer did not scan'
+    const m = this.metrics
+    if (r.params > 0) m.echStripped.incLabel('param', r.params)
+    if (r.records > 0) m.echStripped.incLabel('record', r.records)
+    if (r.signatures > 0) m.echStripped.incLabel('rrsig', r.signatures)
+    return packAnswer(out, rescan)
   }
 
   /** Open connections to DNS over TLS / HTTPS upstreams. */
@@ -203,23 +224,9 @@ export class Resolver {
     // stays the raw answer's: a removed record's hint may have set it, and staying
     // SERVFAIL then errs on the safe side.
     if (this.settings.ech === 'strip' && hasServiceRecord(packed.wire, packed.ttlOffsets)) {
-      const r = this.echStrip
-      const res = stripEch(answer, answer.length, r)
-      if (res === STRIP_MALFORMED) svcbMalformed = r.reason
-      else if (res !== STRIP_UNCHANGED) {
-        const out = r.out!
-        // The rewrite keeps every name and length valid (its tests check it with this
-        // scan), so this cannot fail; the check keeps a broken rewrite from being relayed.
-        const rescan = scanAnswer(out, out.length)
-        if (rescan === null) svcbMalformed = 'the rewritten answer did not scan'
-        else {
-          const m = this.metrics
-          if (r.params > 0) m.echStripped.incLabel('param', r.params)
-          if (r.records > 0) m.echStripped.incLabel('record', r.records)
-          if (r.signatures > 0) m.echStripped.incLabel('rrsig', r.signatures)
-          packed = packAnswer(out, rescan)
-        }
-      }
+      const stripped = this.withoutEch(answer)
+      if (typeof stripped === 'string') svcbMalformed = stripped
+      else if (stripped !== null) packed = stripped
     }
     const entry: StoredAnswer = {
       aliases,

@@ -7,10 +7,10 @@
  */
 import http2 from 'node:http2'
 import tls from 'node:tls'
-import { upstreamLabel, type Upstream } from '../config/upstream.js'
+import type { Upstream } from '../config/upstream.js'
 import { answerMatches } from './wire.js'
 import { UpstreamFailure } from './upstream-failure.js'
-import { ConnectBackoff, connectionFailure, IdleTimer, tlsOptions, type SecureContext } from './upstream-secure.js'
+import { connectionFailure, IdleTimer, SecurePool, tlsOptions, type SecureContext } from './upstream-secure.js'
 
 /** Bounds of one upstream's sessions (src/dns/README.md, "Encrypted upstreams"). */
 export const DOH_LIMITS = {
@@ -61,7 +61,7 @@ class DohSession {
         sock = tls.connect(tlsOptions(u, pool.ctx, 'h2', pool.session))
         sock.on('secureConnect', () => {
           this.secure = true
-          pool.connected(this)
+          pool.connected()
         })
         sock.on('session', (s: Buffer) => (pool.session = s))
         return sock
@@ -190,77 +190,35 @@ class DohSession {
   }
 }
 
-/** One `https://` upstream: its sessions, behind the exchange the resolver calls per try. */
-export class DohUpstream {
-  readonly label: string
-  session: Buffer | undefined
-  private readonly sessions: DohSession[] = []
-  private readonly backoff = new ConnectBackoff(DOH_LIMITS.backoffMinMs, DOH_LIMITS.backoffMaxMs)
-  private stopped = false
-
-  constructor(
-    readonly upstream: Upstream,
-    readonly ctx: SecureContext,
-  ) {
-    this.label = upstreamLabel(upstream)
+/** One `https://` upstream: its HTTP/2 sessions (SecurePool), queries multiplexed as streams. */
+export class DohUpstream extends SecurePool<DohSession> {
+  constructor(upstream: Upstream, ctx: SecureContext) {
+    super(upstream, ctx, 'https', DOH_LIMITS)
   }
 
-  get connections(): number {
-    return this.sessions.length
-  }
-
-  /**
-   * Sends `query` with ID 0 (RFC 8484 §4.1: the stream, not the ID, pairs the answer)
-   * and resolves with the answer, or rejects within `timeoutMs`. A stream refused by a
-   * GOAWAY or lost with its session is tried once more on a new session in the same time.
-   */
-  async exchange(query: Buffer, questionEnd: number, timeoutMs: number): Promise<Buffer> {
+  /** ID 0 (RFC 8484 §4.1: the stream, not the ID, pairs the answer), then SecurePool's exchange. */
+  override exchange(query: Buffer, questionEnd: number, timeoutMs: number): Promise<Buffer> {
     query[0] = 0
     query[1] = 0
-    const deadline = performance.now() + timeoutMs
-    for (let attempt = 0; ; attempt++) {
-      try {
-        if (this.stopped) throw new UpstreamFailure('network', 'the resolver is stopping')
-        const s = this.pick()
-        if (!(s instanceof DohSession)) throw s ?? this.backoff.last ?? new UpstreamFailure('network', `upstream ${this.label}: not connected`)
-        return await s.request(query, questionEnd, deadline - performance.now())
-      } catch (err) {
-        const f = err as UpstreamFailure
-        if (f.reason !== 'closed' || attempt > 0 || this.stopped || deadline - performance.now() < 1) throw f
-        this.ctx.metrics.upstreamErrors.inc(this.label, 'closed')
-      }
-    }
+    return super.exchange(query, questionEnd, timeoutMs)
   }
 
-  private pick(): DohSession | UpstreamFailure | null {
+  protected send(s: DohSession, query: Buffer, questionEnd: number, timeoutMs: number): Promise<Buffer> {
+    return s.request(query, questionEnd, timeoutMs)
+  }
+
+  protected pick(): DohSession | UpstreamFailure | null {
     let best: DohSession | null = null
-    for (const s of this.sessions) if (!s.draining && s.active < s.capacity && (best === null || s.active < best.active)) best = s
+    for (const s of this.conns) if (!s.draining && s.active < s.capacity && (best === null || s.active < best.active)) best = s
     if (best !== null) return best
-    const open = this.sessions.filter((s) => !s.draining).length
+    const open = this.conns.filter((s) => !s.draining).length
     // Draining sessions finish their streams but hold no slot for new ones.
-    if (open >= DOH_LIMITS.sessions || this.sessions.length >= DOH_LIMITS.sessions * 2) {
+    if (open >= DOH_LIMITS.sessions || this.conns.length >= DOH_LIMITS.sessions * 2) {
       return new UpstreamFailure('busy', `upstream ${this.label}: ${DOH_LIMITS.sessions} sessions at their stream bound`)
     }
     if (this.backoff.waiting) return this.backoff.failure()
     const s = new DohSession(this)
-    this.sessions.push(s)
+    this.conns.push(s)
     return s
-  }
-
-  connected(_s: DohSession): void {
-    this.backoff.succeeded()
-    this.ctx.metrics.upstreamConnections.inc(this.label, 'https')
-  }
-
-  ended(s: DohSession, failure: UpstreamFailure | null): void {
-    const i = this.sessions.indexOf(s)
-    if (i >= 0) this.sessions.splice(i, 1)
-    if (s.secure) return
-    this.backoff.failed(failure ?? new UpstreamFailure('network', `upstream ${this.label}: the connection closed before its handshake`))
-  }
-
-  close(): void {
-    this.stopped = true
-    for (const s of [...this.sessions]) s.close()
   }
 }

@@ -1,12 +1,12 @@
 /**
  * What the DNS over TLS and DNS over HTTPS transports share: the trust store, the TLS
- * options of a connection, how a TLS error is classified, and the once-a-minute log of a
- * certificate that fails verification.
+ * options of a connection, how a TLS error is classified, the once-a-minute log of a
+ * certificate that fails verification, and the pool around the connections (SecurePool).
  */
 import { readFileSync } from 'node:fs'
 import tls from 'node:tls'
 import { readCaFile } from '../config/ca-file.js'
-import type { Upstream } from '../config/upstream.js'
+import { upstreamLabel, type Upstream } from '../config/upstream.js'
 import type { Logger } from '../log/logger.js'
 import type { DnsMetrics, UpstreamError } from './metrics.js'
 import { UpstreamFailure } from './upstream-failure.js'
@@ -162,5 +162,90 @@ export class IdleTimer {
     if (this.timer === null) return
     clearTimeout(this.timer)
     this.timer = null
+  }
+}
+
+/** What a pool needs of its connections. */
+export interface PooledConnection {
+  /** The TLS handshake completed. */
+  readonly secure: boolean
+  close(): void
+}
+
+/**
+ * One encrypted upstream's pool, behind the exchange the resolver calls per try: its
+ * connections (DoT) or sessions (DoH), the connect backoff, the resumable TLS session and
+ * the one retry. Subclasses say which connection takes a new query (`pick`) and how a
+ * query goes out on it (`send`).
+ */
+export abstract class SecurePool<C extends PooledConnection> {
+  readonly label: string
+  /** The last TLS session, offered when reconnecting (a resumed handshake). */
+  session: Buffer | undefined
+  protected readonly conns: C[] = []
+  protected readonly backoff: ConnectBackoff
+  protected stopped = false
+
+  constructor(
+    readonly upstream: Upstream,
+    readonly ctx: SecureContext,
+    /** The `transport` label of the upstream metrics (and which kind of pool this is). */
+    readonly transport: 'tls' | 'https',
+    backoff: { readonly backoffMinMs: number; readonly backoffMaxMs: number },
+  ) {
+    this.label = upstreamLabel(upstream)
+    this.backoff = new ConnectBackoff(backoff.backoffMinMs, backoff.backoffMaxMs)
+  }
+
+  get connections(): number {
+    return this.conns.length
+  }
+
+  /**
+   * Sends `query` and resolves with the matching answer, or rejects with an
+   * UpstreamFailure within `timeoutMs`. A query lost with its connection ('closed': a
+   * server's idle close racing the send, a restart, a stream refused by a GOAWAY) costs
+   * one more attempt on a fresh connection within the same time; a second loss fails the try.
+   */
+  async exchange(query: Buffer, questionEnd: number, timeoutMs: number): Promise<Buffer> {
+    const deadline = performance.now() + timeoutMs
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (this.stopped) throw new UpstreamFailure('network', 'the resolver is stopping')
+        const conn = this.pick()
+        if (conn === null || conn instanceof UpstreamFailure) throw conn ?? this.backoff.last ?? new UpstreamFailure('network', `upstream ${this.label}: not connected`)
+        return await this.send(conn, query, questionEnd, deadline - performance.now())
+      } catch (err) {
+        const f = err as UpstreamFailure
+        if (f.reason !== 'closed' || attempt > 0 || this.stopped || deadline - performance.now() < 1) throw f
+        this.ctx.metrics.upstreamErrors.inc(this.label, 'closed')
+      }
+    }
+  }
+
+  /** The connection for a new query (possibly a new one), or the failure that stands in for one ('busy', the backoff's). */
+  protected abstract pick(): C | UpstreamFailure | null
+
+  /** One query on `conn`, answered or failed within `timeoutMs`. */
+  protected abstract send(conn: C, query: Buffer, questionEnd: number, timeoutMs: number): Promise<Buffer>
+
+  /** A handshake completed: the backoff starts over. */
+  connected(): void {
+    this.backoff.succeeded()
+    this.ctx.metrics.upstreamConnections.inc(this.label, this.transport)
+  }
+
+  /** A connection ended; one that never completed its handshake pushes the next connect back. */
+  ended(conn: C, failure: UpstreamFailure | null): void {
+    const i = this.conns.indexOf(conn)
+    if (i >= 0) this.conns.splice(i, 1)
+    if (conn.secure) return
+    this.backoff.failed(failure ?? new UpstreamFailure('network', `upstream ${this.label}: the connection closed before its handshake`))
+  }
+
+  /** Stop: every connection closed, its outstanding queries failed. */
+  close(): void {
+    this.stopped = true
+    for (const c of [...this.conns]) c.close()
   }
 }

@@ -5,10 +5,10 @@
  * after a failed connect.
  */
 import tls from 'node:tls'
-import { upstreamLabel, type Upstream } from '../config/upstream.js'
+import type { Upstream } from '../config/upstream.js'
 import { answerMatches, HEADER_LEN } from './wire.js'
 import { UpstreamFailure } from './upstream-failure.js'
-import { ConnectBackoff, connectionFailure, IdleTimer, tlsOptions, type SecureContext } from './upstream-secure.js'
+import { connectionFailure, IdleTimer, SecurePool, tlsOptions, type SecureContext } from './upstream-secure.js'
 
 /** Bounds of one upstream's pool (src/dns/README.md, "Encrypted upstreams"). */
 export const DOT_LIMITS = {
@@ -54,7 +54,7 @@ class DotConnection {
     this.sock.setNoDelay(true)
     this.sock.on('secureConnect', () => {
       this.secure = true
-      pool.connected(this)
+      pool.connected()
     })
     this.sock.on('session', (s: Buffer) => (pool.session = s))
     this.sock.on('data', (chunk: Buffer) => this.onData(chunk))
@@ -162,52 +162,17 @@ class DotConnection {
 
 function noop(): void {}
 
-/** One `tls://` upstream: its connection pool, behind the exchange the resolver calls per try. */
-export class DotUpstream {
-  readonly label: string
-  /** The last TLS session, offered when reconnecting (a resumed handshake). */
-  session: Buffer | undefined
-  private readonly conns: DotConnection[] = []
-  private readonly backoff = new ConnectBackoff(DOT_LIMITS.backoffMinMs, DOT_LIMITS.backoffMaxMs)
-  private stopped = false
-
+/** One `tls://` upstream: its connection pool (SecurePool), queries matched by ID on each connection. */
+export class DotUpstream extends SecurePool<DotConnection> {
   constructor(
-    readonly upstream: Upstream,
-    readonly ctx: SecureContext,
+    upstream: Upstream,
+    ctx: SecureContext,
     private readonly takeId: () => number,
   ) {
-    this.label = upstreamLabel(upstream)
+    super(upstream, ctx, 'tls', DOT_LIMITS)
   }
 
-  get connections(): number {
-    return this.conns.length
-  }
-
-  /**
-   * Sends `query` (its ID is chosen here) and resolves with the matching answer, or rejects
-   * with an UpstreamFailure within `timeoutMs`. A connection that closes with the query
-   * outstanding (a server's idle close racing our send, a restart) costs one more attempt
-   * on a fresh connection within the same time; a second close fails the try.
-   */
-  async exchange(query: Buffer, questionEnd: number, timeoutMs: number): Promise<Buffer> {
-    const deadline = performance.now() + timeoutMs
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.once(query, questionEnd, deadline - performance.now())
-      } catch (err) {
-        const f = err as UpstreamFailure
-        if (f.reason !== 'closed' || attempt > 0 || this.stopped || deadline - performance.now() < 1) throw f
-        this.ctx.metrics.upstreamErrors.inc(this.label, 'closed')
-      }
-    }
-  }
-
-  private once(query: Buffer, questionEnd: number, timeoutMs: number): Promise<Buffer> {
-    if (this.stopped) return Promise.reject(new UpstreamFailure('network', 'the resolver is stopping'))
-    const conn = this.pick()
-    if (!(conn instanceof DotConnection)) {
-      return Promise.reject(conn ?? this.backoff.last ?? new UpstreamFailure('network', `upstream ${this.label}: not connected`))
-    }
+  protected send(conn: DotConnection, query: Buffer, questionEnd: number, timeoutMs: number): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       const p = conn.send(query, questionEnd, this.takeId)
       const timer = setTimeout(() => {
@@ -225,8 +190,7 @@ export class DotUpstream {
     })
   }
 
-  /** The connection for a new query, or the failure that stands in for one ('busy', or the backoff's). */
-  private pick(): DotConnection | UpstreamFailure | null {
+  protected pick(): DotConnection | UpstreamFailure | null {
     let best: DotConnection | null = null
     for (const c of this.conns) if (!c.closed && c.load < DOT_LIMITS.inflight && (best === null || c.load < best.load)) best = c
     const canOpen = this.conns.length < DOT_LIMITS.connections
@@ -236,25 +200,5 @@ export class DotUpstream {
     const conn = new DotConnection(this)
     this.conns.push(conn)
     return conn
-  }
-
-  /** A handshake completed: the backoff starts over. */
-  connected(_conn: DotConnection): void {
-    this.backoff.succeeded()
-    this.ctx.metrics.upstreamConnections.inc(this.label, 'tls')
-  }
-
-  /** A connection ended; one that never completed its handshake pushes the next connect back. */
-  ended(conn: DotConnection, failure: UpstreamFailure): void {
-    const i = this.conns.indexOf(conn)
-    if (i >= 0) this.conns.splice(i, 1)
-    if (conn.secure) return
-    this.backoff.failed(failure)
-  }
-
-  /** Stop: every connection closed, its outstanding queries failed. */
-  close(): void {
-    this.stopped = true
-    for (const c of [...this.conns]) c.close()
   }
 }

@@ -2,9 +2,9 @@ import dgram from 'node:dgram'
 import net from 'node:net'
 import { randomFillSync } from 'node:crypto'
 import { upstreamLabel, type Upstream } from '../config/upstream.js'
-import { EgressdError, UpstreamsFailedError, UpstreamTimeoutError, type FailedTry } from '../errors.js'
+import { EgressdError, UpstreamsFailedError, UpstreamTimeoutError, type FailedTry, type UpstreamTransport } from '../errors.js'
 import type { Logger } from '../log/logger.js'
-import type { DnsMetrics, UpstreamTransport } from './metrics.js'
+import type { DnsMetrics } from './metrics.js'
 import { formatIp, parseIpInto } from '../net/address.js'
 import { answerMatches, HEADER_LEN, padQuery, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL } from './wire.js'
 import { UpstreamFailure } from './upstream-failure.js'
@@ -104,7 +104,7 @@ export class UpstreamClient {
       let pool: DotUpstream | DohUpstream | null = null
       if (u.transport !== undefined) {
         const old = previous.get(label)
-        if (old !== undefined && old.ctx === this.ctx && old instanceof (u.transport === 'tls' ? DotUpstream : DohUpstream)) {
+        if (old !== undefined && old.ctx === this.ctx && old.transport === u.transport) {
           pool = old
           previous.delete(label)
         } else {
@@ -144,7 +144,7 @@ export class UpstreamClient {
       const id = this.ids.take()
       query[0] = id >> 8
       query[1] = id & 0xff
-      let transport: UpstreamTransport = target.secure === null ? (viaTcp ? 'tcp' : 'udp') : target.secure instanceof DotUpstream ? 'tls' : 'https'
+      let transport: UpstreamTransport = target.secure?.transport ?? (viaTcp ? 'tcp' : 'udp')
       try {
         const started = performance.now()
         let answer: Buffer

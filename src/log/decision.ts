@@ -7,7 +7,7 @@
  * Building the object costs an allocation, so callers build it only once a limiter or
  * `log.isLevelEnabled('debug')` has said the line will be written.
  */
-import type { FailedTry } from '../errors.js'
+import { UPSTREAM_TRANSPORTS, type FailedTry } from '../errors.js'
 import type { Logger } from './logger.js'
 
 export const DECISION_PROTOCOLS = ['dns', 'sni'] as const
@@ -157,13 +157,11 @@ export function parseDecision(value: unknown): DecisionEvent | null {
   }
 }
 
-const TRANSPORTS: readonly FailedTry['transport'][] = ['udp', 'tcp', 'tls', 'https']
-
 function isTryList(v: unknown): v is FailedTry[] {
   return Array.isArray(v) && v.every((x: unknown) => {
     if (typeof x !== 'object' || x === null) return false
     const t = x as Record<string, unknown>
-    return typeof t.upstream === 'string' && isOneOf(t.transport, TRANSPORTS) && typeof t.reason === 'string' && typeof t.error === 'string'
+    return typeof t.upstream === 'string' && isOneOf(t.transport, UPSTREAM_TRANSPORTS) && typeof t.reason === 'string' && typeof t.error === 'string'
   })
 }
 

@@ -110,7 +110,8 @@ export function isV4Mapped(bytes: Uint8Array, off = 0): boolean {
 export function peerAddress(text: string): { family: 4 | 6; text: string } | null {
   const n = parseIpInto(text, scratch)
   if (n === 0) return null
-  if (n === 4) return { family: 4, text: formatIp(scratch, 0, 4) }
+  // The parser takes only node:net's IPv4 form (no leading zeros, four parts): already canonical.
+  if (n === 4) return { family: 4, text }
   if (isV4Mapped(scratch)) return { family: 4, text: formatIp(scratch, 12, 4) }
   return { family: 6, text: formatIp(scratch, 0, 16) }
 }

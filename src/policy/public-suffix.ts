@@ -45,8 +45,8 @@ export function wildcardOverPublicSuffix(base: string): PublicSuffixHit | null {
  * the rules below one. Not a public export, so package.json pins tldts to one exact
  * version (an `npm install -g` of the tarball resolves from package.json, not the lock);
  * the shape is checked here, and test/config/public-suffix.test.ts fails
- * (`*.amazonaws.com` is no longer refused) if an upgrade changes it. Nodes are reached from `rulesRoot` by the labels of a name,
- * right to left; node n's edges are edgeStart[n] .. edgeStart[n + 1] - 1, each with a
+ * (`*.amazonaws.com` is no longer refused) if an upgrade changes it. Nodes are reached
+ * from `rulesRoot` by the labels of a name, right to left; node n's edges are edgeStart[n] .. edgeStart[n + 1] - 1, each with a
  * label (edgeLength characters of labelText, in edge order) and a child; nodeFlags 1
  * marks an ICANN rule, 2 a private one.
  */

@@ -46,11 +46,18 @@ export interface FakeDot {
 
 export async function fakeDot(cert: { cert: string; key: string }, mode: DotMode, batch = 3): Promise<FakeDot> {
   const sockets = new Set<net.Socket>()
-  const state = { accepted: 0, handshakes: 0, queries: 0, connIndex: 0 }
-  const lengths: number[] = []
+  let connIndex = 0
+  // The counters live on the returned object itself: the test reads what the server counts.
+  const f = {
+    port: 0, accepted: 0, handshakes: 0, queries: 0, lengths: [] as number[], mode,
+    async close() {
+      for (const s of sockets) s.destroy()
+      await new Promise((r) => server.close(r))
+    },
+  }
   const server = tls.createServer({ ...cert, ALPNProtocols: ['dot'] }, (sock) => {
-    state.handshakes++
-    const index = state.connIndex++
+    f.handshakes++
+    const index = connIndex++
     let buf = Buffer.alloc(0)
     const held: Buffer[] = []
     sock.on('error', () => {})
@@ -59,8 +66,8 @@ export async function fakeDot(cert: { cert: string; key: string }, mode: DotMode
       while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
         const msg = buf.subarray(2, 2 + buf.readUInt16BE(0))
         buf = buf.subarray(2 + msg.length)
-        state.queries++
-        lengths.push(msg.length)
+        f.queries++
+        f.lengths.push(msg.length)
         held.push(Buffer.from(msg))
         const m = f.mode
         if (m === 'normal' || (m === 'close-first' && index > 0)) {
@@ -79,30 +86,13 @@ export async function fakeDot(cert: { cert: string; key: string }, mode: DotMode
     }
   })
   server.on('connection', (s: net.Socket) => {
-    state.accepted++
+    f.accepted++
     sockets.add(s)
     s.on('close', () => sockets.delete(s))
   })
   server.on('tlsClientError', () => {})
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const f: FakeDot = {
-    port: (server.address() as net.AddressInfo).port,
-    get accepted() {
-      return state.accepted
-    },
-    get handshakes() {
-      return state.handshakes
-    },
-    get queries() {
-      return state.queries
-    },
-    lengths,
-    mode,
-    async close() {
-      for (const s of sockets) s.destroy()
-      await new Promise((r) => server.close(r))
-    },
-  }
+  f.port = (server.address() as net.AddressInfo).port
   return f
 }
 
@@ -130,30 +120,35 @@ export interface FakeDoh {
 }
 
 export async function fakeDoh(cert: { cert: string; key: string }, mode: DohMode): Promise<FakeDoh> {
-  const state = { sessions: 0, requests: 0, resets: 0 }
-  const seen: { method: string; path: string; contentType: string; length?: number }[] = []
   const live = new Set<http2.ServerHttp2Session>()
+  const f = {
+    port: 0, sessions: 0, requests: 0, resets: 0, seen: [] as FakeDoh['seen'][number][], mode,
+    async close() {
+      for (const s of live) s.destroy()
+      await new Promise((r) => server.close(r))
+    },
+  }
   const server = http2.createSecureServer({ ...cert, allowHTTP1: false })
   server.on('session', (s) => {
-    state.sessions++
+    f.sessions++
     live.add(s)
     s.on('close', () => live.delete(s))
     s.on('error', () => {})
   })
   server.on('stream', (stream, headers) => {
-    state.requests++
-    const request: (typeof seen)[number] = { method: String(headers[':method']), path: String(headers[':path']), contentType: String(headers['content-type']) }
-    seen.push(request)
+    f.requests++
+    const request: FakeDoh['seen'][number] = { method: String(headers[':method']), path: String(headers[':path']), contentType: String(headers['content-type']) }
+    f.seen.push(request)
     const chunks: Buffer[] = []
     stream.on('error', () => {})
     stream.on('close', () => {
-      if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) state.resets++
+      if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) f.resets++
     })
     stream.on('data', (c: Buffer) => chunks.push(c))
     stream.on('end', () => {
       const m = f.mode
       const session = stream.session!
-      if (m === 'goaway-refuse-first' && state.sessions === 1) {
+      if (m === 'goaway-refuse-first' && f.sessions === 1) {
         // Last stream ID 0: this stream (ID 1) was never processed; the client may retry it elsewhere.
         session.goaway(http2.constants.NGHTTP2_NO_ERROR, 0)
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM)
@@ -172,23 +167,6 @@ export async function fakeDoh(cert: { cert: string; key: string }, mode: DohMode
     })
   })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const f: FakeDoh = {
-    port: (server.address() as net.AddressInfo).port,
-    get sessions() {
-      return state.sessions
-    },
-    get requests() {
-      return state.requests
-    },
-    get resets() {
-      return state.resets
-    },
-    seen,
-    mode,
-    async close() {
-      for (const s of live) s.destroy()
-      await new Promise((r) => server.close(r))
-    },
-  }
+  f.port = (server.address() as net.AddressInfo).port
   return f
 }
